@@ -72,7 +72,8 @@ if ! stamp_ok msgs "$MSG_HASH"; then
 fi
 
 # 4. oat_ros itself, editable (console scripts in .venv/bin; config/launch in .venv/share/oat_ros).
-PKG_HASH=$(hash_of "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/package.xml")
+# (the editable finder maps top-level packages found at install time: reinstall when one appears)
+PKG_HASH=$( (cat "$ROOT/setup.py" "$ROOT/setup.cfg" "$ROOT/package.xml"; cd "$ROOT" && ls -d */__init__.py) | sha256sum | cut -c1-16)
 if ! stamp_ok pkg "$PKG_HASH"; then
   log "pip install -e . (oat_ros)"
   "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT" 2>&1 \

@@ -1,0 +1,33 @@
+"""Robot graph: policy node + chunk executor + recorder, parameters from config/oat_ros.yaml.
+
+    ros2 launch oat_ros robot.launch.py params_file:=my_robot.yaml
+
+The camera / joint-state drivers and the ros2_control controllers are the robot's own; map
+their topics in the YAML (README: "Wiring a ros2_control arm"). Without `ros2 launch`:
+`oat-ros-bringup robot --params my_robot.yaml`.
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory("oat_ros"), "config", "oat_ros.yaml")
+    params = LaunchConfiguration("params_file")
+    bag_dir = LaunchConfiguration("bag_dir")
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="ROS 2 parameter YAML for every node"),
+        DeclareLaunchArgument("bag_dir", default_value="runs/bags",
+                              description="where the recorder writes its bag"),
+        Node(package="oat_ros", executable="recorder", name="recorder", output="screen",
+             parameters=[params, {"output_dir": bag_dir}]),
+        Node(package="oat_ros", executable="policy_node", name="policy_node", output="screen",
+             parameters=[params]),
+        Node(package="oat_ros", executable="chunk_executor", name="chunk_executor", output="screen",
+             parameters=[params]),
+    ])

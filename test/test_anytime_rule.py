@@ -1,0 +1,166 @@
+"""The deadline rule stops exactly where it should (injected clock and costs, no model)."""
+import pytest
+
+from oat_ros.engine.anytime import anytime_decode, finish_key, step_key, tail_key
+from oat_ros.engine.deadline import CostModel, Deadline, plan_tokens
+from oat_ros.engine.settings import DecodeSettings
+from oat_ros.errors import ConfigError
+
+MS = 1e-3
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+class FakeBackend:
+    """Each call advances the fake clock by its cost (synchronous, like the CPU backend);
+    a deferred backend advances nothing at launch and reports its times afterwards, like CUDA."""
+
+    def __init__(self, clock, step_ms=1.0, tail_ms=2.0, has_tail=True, deferred=False, batch=1):
+        self.clock, self.step_ms, self.tail_ms = clock, step_ms, tail_ms
+        self.has_tail, self.tail_prefix_len, self.deferred, self.batch = has_tail, None, deferred, batch
+        self.calls, self._pending = [], []
+
+    def _spend(self, key, ms):
+        if self.deferred:
+            self._pending.append((key, ms * MS))
+        else:
+            self.clock.t += ms * MS
+
+    def ar_step(self, k):
+        self.calls.append(("step", k))
+        self._spend(None, self.step_ms if not callable(self.step_ms) else self.step_ms(k))
+
+    def tail(self, prefix, r):
+        self.calls.append(("tail", prefix, r))
+        self._spend(None, self.tail_ms)
+
+    def sync(self):
+        self.clock.t += sum(s for _, s in self._pending)
+
+    def measured_times(self):
+        out, self._pending = self._pending, []
+        return [(k, s) for k, s in out if k is not None]
+
+
+def costs_for(step_ms=1.0, tail_ms=2.0, finish_ms=0.5, mode="ar", prefix=4, r=1):
+    costs = CostModel()
+    for k in range(8):
+        costs.observe(step_key(mode, 1, k), step_ms * MS)
+    costs.observe(tail_key(1, prefix, r), tail_ms * MS)
+    costs.observe(finish_key(1), finish_ms * MS)
+    return costs
+
+
+# (settings, budget_ms, elapsed_ms, expected tokens, expected calls summary, used_tail)
+CASES = [
+    (dict(mode="ar", max_tokens=8), 0.0, 0.0, 8, False),          # no deadline
+    (dict(mode="ar", max_tokens=3), 0.0, 0.0, 3, False),
+    (dict(mode="ar", max_tokens=8), 100.0, 0.0, 8, False),        # everything fits
+    (dict(mode="ar", max_tokens=8), 5.0, 0.0, 4, False),          # (5 - 0.5) / 1 -> 4
+    (dict(mode="ar", max_tokens=8), 4.5, 0.0, 4, False),          # exactly fits: 4 + 0.5 <= 4.5
+    (dict(mode="ar", max_tokens=8), 4.4999, 0.0, 3, False),
+    (dict(mode="ar", max_tokens=8), 10.0, 6.0, 3, False),         # budget counted from capture
+    (dict(mode="ar", max_tokens=2), 5.0, 0.0, 2, False),          # K caps it
+    (dict(mode="ar", max_tokens=8), 0.2, 0.0, 1, False),          # K = 1 does not fit: still 1
+    (dict(mode="ar", max_tokens=8, min_tokens=2), 0.2, 0.0, 2, False),
+    (dict(mode="blockwise", prefix_len=4), 7.0, 0.0, 8, True),    # 4 + 2 + 0.5 <= 7
+    (dict(mode="blockwise", prefix_len=4), 6.0, 0.0, 5, False),   # tail no, 1 more ar step
+    (dict(mode="blockwise", prefix_len=4), 3.0, 0.0, 2, False),   # prefix itself truncated
+    (dict(mode="blockwise", prefix_len=8), 100.0, 0.0, 8, False),  # P = 8: pure ar
+]
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["sync", "deferred"])
+@pytest.mark.parametrize("kwargs,budget,elapsed,tokens,used_tail", CASES)
+def test_truncation_table(kwargs, budget, elapsed, tokens, used_tail, deferred):
+    clock = FakeClock()
+    backend = FakeBackend(clock, deferred=deferred)
+    settings = DecodeSettings(deadline_ms=budget, **kwargs)
+    costs = costs_for(mode=settings.mode, prefix=settings.prefix_len)
+    deadline = Deadline.from_budget(budget, elapsed * MS, clock)
+    out = anytime_decode(backend, settings, deadline, costs, clock)
+    assert out.tokens == tokens
+    assert out.used_tail == used_tail
+    assert out.truncated == (tokens < settings.tokens_requested)
+    steps = [c for c in backend.calls if c[0] == "step"]
+    assert [c[1] for c in steps] == list(range(len(steps)))
+    assert len(steps) == (settings.prefix_len if used_tail else tokens)
+
+
+def test_late_when_even_one_token_does_not_fit():
+    clock = FakeClock()
+    deadline = Deadline.from_budget(0.2, 0.0, clock)
+    out = anytime_decode(FakeBackend(clock), DecodeSettings(deadline_ms=0.2), deadline, costs_for(), clock)
+    assert out.tokens == 1 and out.truncated
+    assert not deadline.met()
+
+
+def test_blockwise_without_tail_falls_back_to_ar_and_says_so():
+    clock = FakeClock()
+    out = anytime_decode(FakeBackend(clock, has_tail=False), DecodeSettings(mode="blockwise"),
+                         Deadline(None, clock), costs_for(), clock)
+    assert out.mode == "ar" and out.tokens == 8
+    assert any("no tail" in n for n in out.notes)
+
+
+def test_costs_are_learned_online_from_real_steps():
+    clock = FakeClock()
+    costs = CostModel()
+    costs.observe(finish_key(1), 0.5 * MS)
+    backend = FakeBackend(clock, step_ms=3.0)
+    anytime_decode(backend, DecodeSettings(), Deadline(None, clock), costs, clock)   # learns 3 ms
+    out = anytime_decode(backend, DecodeSettings(deadline_ms=10.0), Deadline.from_budget(10.0, 0, clock),
+                         costs, clock)
+    assert out.tokens == 3   # 3 * 3 + 0.5 <= 10
+
+
+def test_position_dependent_costs():
+    clock = FakeClock()
+    step_ms = lambda k: 1.0 + k   # later positions are slower
+    costs = CostModel()
+    costs.observe(finish_key(1), 0.0)
+    backend = FakeBackend(clock, step_ms=step_ms)
+    anytime_decode(backend, DecodeSettings(), Deadline(None, clock), costs, clock)
+    out = anytime_decode(backend, DecodeSettings(deadline_ms=6.0), Deadline.from_budget(6.0, 0, clock), costs, clock)
+    assert out.tokens == 3   # 1 + 2 + 3 = 6
+
+
+def test_quantile_ignores_a_rare_outlier_but_follows_a_slowdown():
+    costs = CostModel(quantile=0.95, window=100)
+    for _ in range(99):
+        costs.observe("s", 1 * MS)
+    costs.observe("s", 100 * MS)
+    assert costs.estimate("s") == pytest.approx(1 * MS)
+    for _ in range(20):
+        costs.observe("s", 5 * MS)
+    assert costs.estimate("s") == pytest.approx(5 * MS)
+
+
+def test_unmeasured_position_borrows_its_nearest_neighbour():
+    costs = CostModel()
+    costs.observe(step_key("ar", 1, 2), 2 * MS)
+    assert costs.estimate(step_key("ar", 1, 7)) == pytest.approx(2 * MS)
+    assert costs.estimate(step_key("ar", 8, 0)) == 0.0
+
+
+@pytest.mark.parametrize("remaining,costs,finish,min_tokens,expected", [
+    (10, [1] * 8, 0, 1, 8), (4.5, [1] * 8, 0.5, 1, 4), (0.1, [1] * 8, 0, 1, 1), (0.1, [1] * 8, 0, 0, 0),
+    (6, [1, 2, 3, 4], 0, 1, 3), (5.9, [1, 2, 3, 4], 0, 1, 2),
+])
+def test_plan_tokens(remaining, costs, finish, min_tokens, expected):
+    assert plan_tokens(remaining, costs, finish, min_tokens) == expected
+
+
+@pytest.mark.parametrize("bad", [dict(mode="beam"), dict(max_tokens=0), dict(max_tokens=9), dict(prefix_len=0),
+                                 dict(deadline_ms=-1), dict(temperature=-0.1), dict(top_k=-1),
+                                 dict(deadline_reference="publish"), dict(refine_iters=0)])
+def test_bad_settings_name_the_setting(bad):
+    with pytest.raises(ConfigError) as err:
+        DecodeSettings(**bad)
+    assert repr(next(iter(bad))) in str(err.value) or next(iter(bad)) in str(err.value)
