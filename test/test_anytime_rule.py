@@ -40,6 +40,11 @@ class FakeBackend:
         self.calls.append(("tail", prefix, r))
         self._spend(None, self.tail_ms)
 
+    def timed(self, key, fn):
+        n = len(self._pending)
+        fn()
+        self._pending[n:] = [(key, s) for _, s in self._pending[n:]]
+
     def sync(self):
         self.clock.t += sum(s for _, s in self._pending)
 

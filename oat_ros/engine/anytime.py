@@ -6,7 +6,8 @@ Works over any backend with this shape (the torch one is oat_ros.engine.backend)
     has_tail: bool, tail_prefix_len: int | None
     ar_step(k)              decode token k (0-based) into the backend's token buffer
     tail(prefix_len, r)     fill tokens prefix_len..7 in one parallel pass (+ r-1 refinements)
-    measured_times()        deferred backends: [(cost key, seconds)] of the work since the last call,
+    timed(key, fn)          deferred backends: run fn and time it on the device under `key`
+    measured_times()        deferred backends: [(cost key, seconds)] timed since the last call,
                             measured on the device (CUDA events), valid after sync()
     sync()                  wait for the device
 
@@ -64,7 +65,7 @@ def anytime_decode(backend, settings: DecodeSettings, deadline: Deadline, costs:
     def run(key, fn):
         nonlocal queued
         if backend.deferred:
-            fn()
+            backend.timed(key, fn)
             queued += costs.estimate(key)
         else:
             t0 = clock()
