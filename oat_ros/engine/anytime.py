@@ -40,7 +40,13 @@ def tail_key(batch: int, prefix_len: int, refine_iters: int) -> tuple:
 
 
 def finish_key(batch: int) -> tuple:
+    """Detokenizing the chunk."""
     return ("finish", batch)
+
+
+def publish_key(batch: int) -> tuple:
+    """What the caller spends after the engine returns (message fill + publish)."""
+    return ("publish", batch)
 
 
 @dataclass
@@ -55,7 +61,7 @@ class DecodeOutcome:
 def anytime_decode(backend, settings: DecodeSettings, deadline: Deadline, costs: CostModel,
                    clock: Clock = time.perf_counter) -> DecodeOutcome:
     batch = backend.batch
-    finish = costs.estimate(finish_key(batch))
+    finish = costs.estimate(finish_key(batch)) + costs.estimate(publish_key(batch))
     queued = 0.0  # deferred backends: estimated seconds of launched, not yet awaited work
     notes: list[str] = []
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from oat_ros.engine.anytime import DecodeOutcome, anytime_decode, finish_key
+from oat_ros.engine.anytime import DecodeOutcome, anytime_decode, finish_key, publish_key
 from oat_ros.engine.backend import TorchDecodeBackend
 from oat_ros.engine.deadline import CostModel, Deadline
 from oat_ros.engine.settings import MAX_TOKENS, DecodeSettings
@@ -216,8 +216,7 @@ class Engine:
 
     def observe_publish_cost(self, batch: int, seconds: float):
         """The caller (node) reports what publishing cost, so the rule reserves time for it."""
-        key = finish_key(batch)
-        self.costs.observe(key, self.costs.estimate(key) + seconds)
+        self.costs.observe(publish_key(batch), seconds)
 
     # --- warm-up ------------------------------------------------------------------------
 
