@@ -1,0 +1,82 @@
+"""Deadline benchmark: many chunks at several budgets; misses, tokens per chunk, slack.
+
+Each chunk is a full engine call (a new camera frame is encoded, the older one comes from
+the frame cache, as on a robot), with the budget counted from the call. Budgets are chosen
+from the measured cost of K = 1 and K = 8 in this run: one below the K = 1 cost (every
+chunk must come out late with K = 1), one between, one below the K = 8 cost, one above it.
+"0 misses at every budget that the K = 1 cost fits in" is the target.
+
+    python bench/bench_deadline.py --chunks 10000 --out bench/results/deadline_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import load_or_random, machine, timeit, write_json
+
+from oat_ros.engine.engine import Engine, Observation
+from oat_ros.engine.settings import DecodeSettings
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", help="checkpoint (native dir or original .ckpt); default random weights")
+    ap.add_argument("--shape", default="A", choices=["A", "B"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--chunks", type=int, default=10000, help="chunks per budget")
+    ap.add_argument("--mode", default="ar", choices=["ar", "blockwise"])
+    ap.add_argument("--budgets-ms", help="comma-separated budgets (default: derived from measured costs)")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    policy, source = load_or_random(args.policy, args.shape)
+    engine = Engine(policy, device=args.device, max_batch=1)
+    engine.warmup(repeats=10)
+    obs = engine.dummy_observation(1)
+    To = engine.cfg.n_obs_steps
+    frame = iter(range(10**9))
+
+    def next_obs():
+        i = next(frame)
+        return Observation(obs.images, obs.states, [[i + t for t in range(To)]])
+
+    sync = torch.cuda.synchronize if engine.device.type == "cuda" else None
+    k1 = float(np.median(timeit(lambda: engine.predict(next_obs(), DecodeSettings(max_tokens=1)), 30, sync=sync)))
+    k8 = float(np.median(timeit(lambda: engine.predict(next_obs(), DecodeSettings(max_tokens=8)), 30, sync=sync)))
+    if args.budgets_ms:
+        budgets = [float(b) for b in args.budgets_ms.split(",")]
+    else:
+        budgets = [round(x, 2) for x in (0.5 * k1, 1.5 * k1, (k1 + k8) / 2, 0.9 * k8, 1.5 * k8)]
+    result = {"benchmark": "deadline", "policy": source, "device": str(engine.device), "machine": machine(),
+              "mode": args.mode, "median_cost_ms": {"K1": round(k1, 3), "K8": round(k8, 3)}, "budgets": []}
+    for budget in budgets:
+        s = DecodeSettings(mode=args.mode, max_tokens=8, deadline_ms=budget, deadline_reference="request")
+        tokens, totals, met = [], [], []
+        for _ in tqdm(range(args.chunks), desc=f"budget {budget} ms", leave=False, mininterval=5):
+            r = engine.predict(next_obs(), s)
+            tokens.append(r.tokens_generated)
+            totals.append(r.total_ms)
+            met.append(r.deadline_met)
+        totals = np.asarray(totals)
+        slack = budget - totals
+        hist = {int(k): int(v) for k, v in zip(*np.unique(tokens, return_counts=True))}
+        row = {"budget_ms": budget, "k1_fits": budget >= k1, "chunks": args.chunks,
+               "misses": int(len(met) - sum(met)), "miss_rate": round(1 - sum(met) / len(met), 5),
+               "tokens_histogram": hist, "tokens_mean": round(float(np.mean(tokens)), 3),
+               "latency_ms": {"p50": round(float(np.percentile(totals, 50)), 3),
+                              "p99": round(float(np.percentile(totals, 99)), 3), "max": round(float(totals.max()), 3)},
+               "slack_ms": {"p1": round(float(np.percentile(slack, 1)), 3), "p50": round(float(np.percentile(slack, 50)), 3),
+                            "min": round(float(slack.min()), 3)}}
+        result["budgets"].append(row)
+        print(f"budget {budget:8.2f} ms: misses {row['misses']}/{args.chunks}, tokens {hist}, "
+              f"slack p50 {row['slack_ms']['p50']} ms, min {row['slack_ms']['min']} ms", flush=True)
+    write_json(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
