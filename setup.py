@@ -30,8 +30,14 @@ setup(
     zip_safe=False,
     entry_points={
         "console_scripts": [
+            # ROS executables (names used by launch/*.launch.py)
+            "policy_node = oat_ros.ros.policy_node:main",
+            "sim_bridge = sim_bridge.bridge_node:main",
+            "recorder = oat_ros.ros.recorder_node:main",
+            # command-line tools
             "oat-ros-bringup = oat_ros.ros.bringup:main",
             "oat-ros-export = oat_ros.checkpoint.cli:main",
+            "oat-ros-eval = oat_ros.eval.cli:main",
         ],
     },
 )

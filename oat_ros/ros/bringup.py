@@ -185,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     bag_dir = run_dir / "bag"
     overrides = parse_overrides(args.set)
     overrides.setdefault("recorder", []).insert(0, f"output_dir:={bag_dir}")
+    policy_note = ""
+    if args.main_job and not any(o.startswith("policy_path:=") for o in overrides.get("policy_node", [])):
+        from oat_ros.default_policy import resolve
+        path, policy_note = resolve()
+        if path is not None:
+            overrides.setdefault("policy_node", []).insert(0, f"policy_path:={path}")
+        print(f"[bringup] policy: {policy_note}")
     t0 = time.monotonic()
     graph = Graph(args.profile, params_file, overrides, run_dir / "logs")
     for spec in graph.missing:
@@ -213,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         graph.stop()
     if args.main_job:
         print_summary(graph, bag_dir, time.monotonic() - t0)
+        if policy_note:
+            print(f"policy: {policy_note}")
     failed = [n for n, p in graph.procs.items() if p.returncode not in (0, -signal.SIGINT)]
     return 1 if failed else 0
 
