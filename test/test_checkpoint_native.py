@@ -1,0 +1,100 @@
+"""Native (safetensors + YAML) export: bit-exact round trip, CLI, errors."""
+import pytest
+import torch
+import yaml
+
+from fixtures_oat import config_name, fixture_files, obs, policy, ref  # noqa: F401
+from oat_ros.checkpoint import load_native, load_policy, save_native
+from oat_ros.checkpoint.cli import main as export_main
+from oat_ros.errors import CheckpointError
+
+
+@pytest.fixture(scope="session")
+def exported(policy, tmp_path_factory, config_name):
+    out = tmp_path_factory.mktemp(f"native_{config_name}")
+    save_native(policy, out)
+    return out
+
+
+def test_round_trip_tensors_bit_exact(policy, exported):
+    loaded = load_native(exported)
+    a, b = policy.state_dict(), loaded.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert loaded.cfg == policy.cfg and loaded.tail_cfg == policy.tail_cfg
+    # tying / aliasing is restored, not duplicated
+    assert loaded.model.head.weight is loaded.model.tok_emb.weight
+    cam = next(iter(loaded.cfg.cameras))
+    core = loaded.obs_encoder.vision_encoder.encoder.obs_nets[cam]
+    assert core.nets[0] is core.backbone and core.nets[1] is core.pool
+
+
+def test_round_trip_outputs_identical(policy, exported, obs):
+    loaded = load_policy(exported)  # dispatch on the directory
+    for fn in (lambda p: p.predict_action(obs, K=8),
+               lambda p: p.predict_action_blockwise(obs, prefix_len=4, refine_iters=2)):
+        x, y = fn(policy), fn(loaded)
+        for k in ("action_pred", "tokens"):
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_aliases_stored_once(exported, policy):
+    from safetensors import safe_open
+    doc = yaml.safe_load((exported / "config.yaml").read_text())
+    with safe_open(str(exported / "model.safetensors"), "pt") as f:
+        stored = set(f.keys())
+    assert doc["aliases"]["model.head.weight"] == "model.tok_emb.weight"
+    assert not stored & set(doc["aliases"])
+    assert stored | set(doc["aliases"]) == set(policy.state_dict())
+    assert any(".nets.0.nets." in k for k in doc["aliases"])
+
+
+def test_native_errors(exported, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_native(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes((exported / "model.safetensors").read_bytes()[:1000])
+    doc = yaml.safe_load((exported / "config.yaml").read_text())
+    (bad / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_native(bad)
+    (bad / "config.yaml").write_text(yaml.safe_dump({**doc, "format": "other"}))
+    with pytest.raises(CheckpointError, match="format"):
+        load_native(bad)
+
+
+def test_native_config_that_does_not_fit_weights(exported, tmp_path):
+    doc = yaml.safe_load((exported / "config.yaml").read_text())
+    doc["policy"]["n_layers"] += 1
+    d = tmp_path / "wrong"
+    d.mkdir()
+    (d / "config.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (d / "model.safetensors").symlink_to(exported / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing keys: model.blocks"):
+        load_native(d)
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        export_main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--policy", "--tail", "--out", "--allow-unsafe-pickle"):
+        assert flag in out
+
+
+def test_cli_export(tmp_path, capsys):
+    files = fixture_files("B")
+    out = tmp_path / "exp"
+    rc = export_main(["--policy", str(files["policy.ckpt"]), "--tail",
+                      str(files["blockwise_tail_P4.pt"]), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "model.safetensors" in text and "load time: original" in text
+    assert load_native(out).tail_cfg.prefix_len == 4
+
+
+def test_cli_error_exit_code(tmp_path, capsys):
+    rc = export_main(["--policy", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "missing.ckpt" in capsys.readouterr().err
