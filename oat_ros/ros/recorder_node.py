@@ -43,7 +43,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from oat_ros.eval.bags import LOCK_NAME
+from oat_ros.eval.bags import LOCK_NAME, lock_text
 from oat_ros.eval.typestore import ACTION_CHUNK_TYPE, EPISODE_TYPE, ensure_type, make_typestore
 
 NODE_NAME = "recorder"
@@ -69,6 +69,40 @@ DEFAULT_TOPIC_TYPES = [
 ]
 #: Never recorded by ``all_topics`` (they are graph plumbing, not data).
 _ALL_TOPICS_EXCLUDE = ("/rosout", "/parameter_events")
+
+
+PARAMETER_SPECS = [  # (name, default, description)
+    ("output_dir", "runs/bags", "Directory for new bags (named oat_<date>_<time>) "
+                                "when bag_path is empty."),
+    ("bag_path", "", "Exact bag directory to create (must not exist); overrides "
+                     "output_dir. With split_max_duration_s > 0 it holds one bag per "
+                     "part (<name>_0000, <name>_0001, ...)."),
+    ("storage", "mcap", "rosbag2 storage: mcap (crash-tolerant, default) or sqlite3."),
+    ("topics", list(DEFAULT_TOPICS), "Topics to record (absolute or relative to the "
+                                     "node namespace)."),
+    ("topic_types", list(DEFAULT_TOPIC_TYPES),
+     "'/topic=pkg/msg/Type' entries: these topics are subscribed at start, before "
+     "any publisher exists (RELIABLE, deep queue for ActionChunk/Episode); other "
+     "topics are subscribed when discovered."),
+    ("all_topics", False, "Record every topic in the graph (except /rosout and "
+                          "/parameter_events), not only `topics`."),
+    ("image_topics_max_rate_hz", 0.0, "Downsample sensor_msgs Image/CompressedImage "
+                                      "topics to at most this rate; 0 = keep all. "
+                                      "ActionChunk/Episode are never downsampled."),
+    ("reliable_queue_depth", 1000, "Subscription depth for ActionChunk/Episode "
+                                   "topics (RELIABLE)."),
+    ("queue_depth", 100, "Subscription depth for the other topics (QoS adapted to "
+                         "the publishers' offers)."),
+    ("discovery_period_s", 0.5, "How often the graph is polled for new topics."),
+    ("flush_period_s", 1.0, "Close the pending mcap chunk and flush (sqlite3: commit) "
+                            "at least this often; bounds what a crash can lose."),
+    ("split_max_duration_s", 0.0, "Start a new bag part after this many seconds; "
+                                  "0 = one bag."),
+    ("compression", "none", "mcap chunk compression: none or zstd."),
+    ("max_pending_mb", 512.0, "If the writer falls this far behind, messages of "
+                              "non-critical topics are dropped (counted); "
+                              "ActionChunk/Episode are always queued."),
+]
 
 
 def qos_to_rosbags(profile: QoSProfile):
@@ -152,6 +186,7 @@ class _Stream:
     received: int = 0
     written: int = 0
     downsampled: int = 0
+    dropped: int = 0  # non-critical only: writer backlog over max_pending_mb
     lost: int = 0  # critical topics: gaps in a publisher's sequence numbers
     last_seq: dict = field(default_factory=dict)
 
@@ -160,14 +195,13 @@ class BagWriter:
     """rosbags Writer wrapper: lazy connections, periodic flush, optional time-based splits."""
 
     def __init__(self, path: Path, storage: str, typestore, *, split_max_duration_s: float = 0.0,
-                 compression: str = "none", custom_data: dict | None = None, logger=None):
+                 compression: str = "none", custom_data: dict | None = None):
         self.root = Path(path)
         self.storage = storage
         self.typestore = typestore
         self.split_ns = int(split_max_duration_s * 1e9)
         self.compression = compression
         self.custom_data = dict(custom_data or {})
-        self.logger = logger
         self.parts: list[Path] = []
         self._writer = None
         self._connections: dict = {}
@@ -191,7 +225,7 @@ class BagWriter:
         if self.compression == "zstd" and self.storage == "mcap":
             writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
         writer.open()
-        (path / LOCK_NAME).write_text(f"{os.getpid()}\n")
+        (path / LOCK_NAME).write_text(lock_text())
         self._writer = writer
         self._connections = {}
         self._part_start = time.monotonic_ns()
@@ -264,6 +298,9 @@ class RecorderNode(Node):
         self.queue_depth = p["queue_depth"]
         self.flush_period_s = p["flush_period_s"]
         self.limiter = RateLimiter(p["image_topics_max_rate_hz"])
+        self.max_pending = int(p["max_pending_mb"] * 2**20)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
 
         self.bag_path = self._choose_bag_path(p["bag_path"], p["output_dir"])
         self.typestore = make_typestore()
@@ -271,10 +308,9 @@ class RecorderNode(Node):
             "node": self.get_fully_qualified_name(), "host": socket.gethostname(),
             "pid": os.getpid(), "started_unix_ns": time.time_ns(), "parameters": p,
         }, sort_keys=True)}
-        self.writer = BagWriter(self.bag_path, self.storage, self.typestore,
-                                split_max_duration_s=p["split_max_duration_s"],
-                                compression=p["compression"], custom_data=custom,
-                                logger=self.get_logger())
+        self._writer_args = dict(split_max_duration_s=p["split_max_duration_s"],
+                                 compression=p["compression"], custom_data=custom)
+        self.writer: BagWriter | None = None  # owned by the writer thread (sqlite3 needs that)
 
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[tuple, _Stream] = {}
@@ -286,7 +322,11 @@ class RecorderNode(Node):
         self._stop_writer = threading.Event()
         self._writer_thread = threading.Thread(target=self._writer_loop, name="bag_writer",
                                                daemon=True)
+        self._writer_ready = threading.Event()
         self._writer_thread.start()
+        self._writer_ready.wait()
+        if self._writer_error is not None:
+            raise RuntimeError(f"cannot open bag {self.bag_path}: {self._writer_error!r}")
         try:
             # Chunks/episodes never wait behind image callbacks: own group (and thread).
             self._critical_group = MutuallyExclusiveCallbackGroup()
@@ -309,35 +349,7 @@ class RecorderNode(Node):
 
     # -- parameters
     def _declare_parameters(self) -> dict:
-        specs = [
-            ("output_dir", "runs/bags", "Directory for new bags (named oat_<date>_<time>) "
-                                        "when bag_path is empty."),
-            ("bag_path", "", "Exact bag directory to create (must not exist); overrides "
-                             "output_dir. With split_max_duration_s > 0 it holds one bag per "
-                             "part (<name>_0000, <name>_0001, ...)."),
-            ("storage", "mcap", "rosbag2 storage: mcap (crash-tolerant, default) or sqlite3."),
-            ("topics", list(DEFAULT_TOPICS), "Topics to record (absolute or relative to the "
-                                             "node namespace)."),
-            ("topic_types", list(DEFAULT_TOPIC_TYPES),
-             "'/topic=pkg/msg/Type' entries: these topics are subscribed at start, before "
-             "any publisher exists (RELIABLE, deep queue for ActionChunk/Episode); other "
-             "topics are subscribed when discovered."),
-            ("all_topics", False, "Record every topic in the graph (except /rosout and "
-                                  "/parameter_events), not only `topics`."),
-            ("image_topics_max_rate_hz", 0.0, "Downsample sensor_msgs Image/CompressedImage "
-                                              "topics to at most this rate; 0 = keep all. "
-                                              "ActionChunk/Episode are never downsampled."),
-            ("reliable_queue_depth", 1000, "Subscription depth for ActionChunk/Episode "
-                                           "topics (RELIABLE)."),
-            ("queue_depth", 100, "Subscription depth for the other topics (QoS adapted to "
-                                 "the publishers' offers)."),
-            ("discovery_period_s", 0.5, "How often the graph is polled for new topics."),
-            ("flush_period_s", 1.0, "Close the pending mcap chunk and flush (sqlite3: commit) "
-                                    "at least this often; bounds what a crash can lose."),
-            ("split_max_duration_s", 0.0, "Start a new bag part after this many seconds; "
-                                          "0 = one bag."),
-            ("compression", "none", "mcap chunk compression: none or zstd."),
-        ]
+        specs = PARAMETER_SPECS
         out = {}
         for name, default, text in specs:
             kw = {"read_only": True}
@@ -470,6 +482,12 @@ class RecorderNode(Node):
                                       if i.topic_type == stream.msgtype]
             except Exception:
                 pass
+        size = len(raw)
+        with self._pending_lock:
+            if not stream.critical and self._pending + size > self.max_pending:
+                stream.dropped += 1
+                return
+            self._pending += size
         self._queue.put((stream, t_ns, raw))
 
     def _check_gap(self, stream: _Stream, info):
@@ -491,6 +509,15 @@ class RecorderNode(Node):
 
     # -- writer thread
     def _writer_loop(self):
+        """Writer thread: opens the bag, writes queued messages, flushes, finalizes."""
+        try:
+            self.writer = BagWriter(self.bag_path, self.storage, self.typestore,
+                                    **self._writer_args)
+        except BaseException as err:  # reported by __init__
+            self._writer_error = err
+            return
+        finally:
+            self._writer_ready.set()
         last_flush = time.monotonic()
         try:
             while True:
@@ -502,6 +529,8 @@ class RecorderNode(Node):
                     stream, t_ns, raw = item
                     self.writer.write(stream, t_ns, raw)
                     stream.written += 1
+                    with self._pending_lock:
+                        self._pending -= len(raw)
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -511,8 +540,9 @@ class RecorderNode(Node):
                     self.writer.flush()
                     last_flush = now
                 if self._stop_writer.is_set() and self._queue.empty():
-                    return
-        except BaseException as err:  # surfaced by the main loop
+                    break
+            self.writer.close(self.summary())
+        except BaseException as err:  # surfaced by the main loop / finish()
             self._writer_error = err
             self.get_logger().error(f"bag writer failed: {err!r}")
 
@@ -526,7 +556,8 @@ class RecorderNode(Node):
 
     def summary(self) -> dict:
         return {f"{s.topic} [{s.msgtype}]": {"received": s.received, "written": s.written,
-                                             "downsampled": s.downsampled, "lost": s.lost}
+                                             "downsampled": s.downsampled,
+                                             "dropped": s.dropped, "lost": s.lost}
                 for s in self._streams.values()}
 
     def finish(self):
@@ -535,26 +566,45 @@ class RecorderNode(Node):
             self.destroy_subscription(sub)
         self._rec_subs.clear()
         self._stop_writer.set()
-        self._writer_thread.join()
+        self._writer_thread.join()  # writes what is queued, then finalizes the bag
         summary = self.summary()
-        try:
-            if self._writer_error is None:
-                self.writer.close(summary)
-        finally:
-            lines = [f"  {name}: {c['written']} written"
-                     + (f" ({c['downsampled']} downsampled)" if c["downsampled"] else "")
-                     + (f" ({c['lost']} LOST)" if c["lost"] else "")
-                     for name, c in sorted(summary.items())]
-            total = sum(c["written"] for c in summary.values())
-            self.get_logger().info(f"Closed bag {self.bag_path}: {total} messages\n"
-                                   + "\n".join(lines or ["  (no messages)"]))
+        lines = [f"  {name}: {c['written']} written"
+                 + (f" ({c['downsampled']} downsampled)" if c["downsampled"] else "")
+                 + (f" ({c['dropped']} dropped: writer backlog)" if c["dropped"] else "")
+                 + (f" ({c['lost']} LOST)" if c["lost"] else "")
+                 for name, c in sorted(summary.items())]
+        total = sum(c["written"] for c in summary.values())
+        state = "Closed bag" if self._writer_error is None else "Bag NOT finalized"
+        self.get_logger().info(f"{state} {self.bag_path}: {total} messages\n"
+                               + "\n".join(lines or ["  (no messages)"]))
         if self._writer_error is not None:
             raise RuntimeError(f"bag writer failed: {self._writer_error!r}")
+
+
+def usage() -> str:
+    lines = [
+        "usage: oat-ros-recorder [--ros-args -p NAME:=VALUE ... | --params-file FILE]",
+        "",
+        "Record topics (raw CDR) into a rosbag2 bag with embedded message definitions.",
+        "SIGINT/SIGTERM finalize the bag; after a crash run `oat-ros-eval repair BAG`.",
+        "",
+        f"parameters (node name '{NODE_NAME}'):",
+    ]
+    for name, default, text in PARAMETER_SPECS:
+        lines.append(f"  {name} (default {json.dumps(default)})")
+        lines.append(f"      {text}")
+    return "\n".join(lines)
 
 
 def main(args=None) -> int:
     """Console entry point (``oat-ros-recorder``); ROS args: ``--ros-args -p name:=value``."""
     from rclpy.signals import SignalHandlerOptions
+
+    argv = sys.argv[1:] if args is None else list(args)
+    user_args = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in user_args or "--help" in user_args:
+        print(usage())
+        return 0
 
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()

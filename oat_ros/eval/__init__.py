@@ -1,0 +1,1 @@
+"""Evaluation from bags: reading/repair (bags), metrics, reports, and the oat-ros-eval CLI."""
