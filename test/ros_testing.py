@@ -23,7 +23,8 @@ def next_domain_id() -> int:
     """A ROS_DOMAIN_ID no other running test uses (1..~100, per xdist worker block)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker.startswith("gw") else 0
-    return 1 + index * _DOMAINS_PER_WORKER + next(_counter) % _DOMAINS_PER_WORKER
+    # Offset by the pid so two pytest runs on one machine rarely share a domain.
+    return 1 + index * _DOMAINS_PER_WORKER + (os.getpid() + next(_counter)) % _DOMAINS_PER_WORKER
 
 
 def ros_env(domain_id: int, **extra: str) -> dict:

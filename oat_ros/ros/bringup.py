@@ -32,7 +32,7 @@ class NodeSpec:
 
 
 NODES = {
-    "policy_node": NodeSpec("policy_node", "oat_ros.ros.policy_node", "issue 5", False),
+    "policy_node": NodeSpec("policy_node", "oat_ros.ros.policy_node", "issue 5", True),
     "sim_bridge": NodeSpec("sim_bridge", "sim_bridge.bridge_node", "issue 6", False),
     "recorder": NodeSpec("recorder", "oat_ros.ros.recorder_node", "issue 7", False),
     "chunk_executor": NodeSpec("chunk_executor", "oat_ros.ros.executor_node", "issue 9", False),
@@ -52,11 +52,14 @@ def node_available(spec: NodeSpec) -> bool:
         return False
 
 
-def node_command(spec: NodeSpec, params_file: Path, overrides: list[str]) -> list[str]:
-    """The process command line for one node: python + its main() + standard --ros-args."""
+def node_command(spec: NodeSpec, params_file: Path, overrides: list[str], sim: bool = False) -> list[str]:
+    """The process command line for one node: python + its main() + standard --ros-args.
+    In simulation, nodes that stamp or age observations follow the bridge's /clock."""
     code = f"import sys; from {spec.module} import main; sys.exit(main())"
     cmd = [sys.executable, "-c", code, "--ros-args", "-r", f"__node:={spec.name}",
            "--params-file", str(params_file)]
+    if sim and spec.sim_time:
+        cmd += ["-p", "use_sim_time:=true"]
     for item in overrides:
         cmd += ["-p", item]
     return cmd
@@ -99,7 +102,7 @@ class Graph:
                 continue
             log = open(log_dir / f"{name}.log", "wb")
             self.procs[name] = subprocess.Popen(
-                node_command(spec, params_file, overrides.get(name, [])), env=env,
+                node_command(spec, params_file, overrides.get(name, []), sim=profile == "sim"), env=env,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_for(self, name: str, timeout: float | None) -> int | None:
