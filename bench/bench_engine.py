@@ -38,15 +38,18 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--compile", action="store_true", help="CPU: torch.compile the decoding step")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     policy, source = load_or_random(args.policy, args.shape)
-    engine = Engine(policy, device=args.device, max_batch=max(int(b) for b in args.batches.split(",")))
+    engine = Engine(policy, device=args.device, max_batch=max(int(b) for b in args.batches.split(",")),
+                    compile_step=args.compile)
     dev = engine.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
-    result = {"benchmark": "engine", "policy": source, "device": str(dev), "machine": machine(), "runs": []}
+    result = {"benchmark": "engine", "policy": source, "device": str(dev), "machine": machine(),
+              "compile_step": args.compile, "runs": []}
     modes = [("ar", dict(mode="ar", max_tokens=k)) for k in (1, 2, 4, 8)] + \
             [("blockwise", dict(mode="blockwise", prefix_len=4, refine_iters=1))]
     for batch in (int(b) for b in args.batches.split(",")):

@@ -15,7 +15,8 @@ from oat_ros.model.sampling import select_tokens, select_tokens_device
 
 
 class TorchDecodeBackend:
-    def __init__(self, policy, batch: int, device: torch.device, use_cuda_graphs: bool = True):
+    def __init__(self, policy, batch: int, device: torch.device, use_cuda_graphs: bool = True,
+                 compile_step: bool = False):
         model = policy.model
         self.policy, self.model, self.batch, self.device = policy, model, batch, device
         self.n_tokens = policy.cfg.n_tokens
@@ -37,7 +38,15 @@ class TorchDecodeBackend:
         self.temperature = torch.ones((), device=device)
         self._sampling = (0.0, 0, None)  # temperature, top_k, generator of the current chunk
         self._graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
-        self._cpu_step = CpuStep(model) if device.type == "cpu" else None
+        # CPU: either the lean eager step, or the static-shape step compiled by torch.compile
+        # (inductor fuses the small ops; ~1.5x faster per token, ~10-30 s compile at warm-up).
+        self._step_fn = model.step
+        self._cpu_step = None
+        if device.type == "cpu":
+            if compile_step:
+                self._step_fn = torch.compile(model.step, fullgraph=True, dynamic=False)
+            else:
+                self._cpu_step = CpuStep(model)
         self._cpu_pos = 0
         self._events: list[tuple] = []  # (key, start event, end event) since the last sync
 
@@ -77,7 +86,7 @@ class TorchDecodeBackend:
         return select_tokens(logits, temperature, top_k or None, generator)
 
     def _step_body(self):
-        logits, hidden = self.model.step(self.ids, self.pos, self.cache, self.cross)
+        logits, hidden = self._step_fn(self.ids, self.pos, self.cache, self.cross)
         new = self._select(logits)
         self.tokens.index_copy_(1, self.pos.clamp(max=self.n_tokens - 1).view(1), new[:, None])
         self.ids.copy_(new)

@@ -83,14 +83,18 @@ class FrameFeatureCache:
 
 class Engine:
     def __init__(self, policy, device: str = "cpu", max_batch: int = 8, use_cuda_graphs: bool = True,
-                 cost_quantile: float = 0.95, clock=time.perf_counter):
+                 compile_step: bool = False, cost_quantile: float = 0.95, clock=time.perf_counter):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device '{device}' requested but CUDA is not available")
         self.policy = policy.to(self.device).eval()
+        # Conv weights in channels-last: images arrive HWC, so the permuted input already is
+        # channels-last and oneDNN/cuDNN take their fast path (~2x for the ResNets on CPU).
+        policy.obs_encoder.vision_encoder.encoder.to(memory_format=torch.channels_last)
         self.cfg = policy.cfg
         self.max_batch = max_batch
         self.use_cuda_graphs = use_cuda_graphs
+        self.compile_step = compile_step
         self.clock = clock
         self.costs = CostModel(quantile=cost_quantile)
         self.frame_cache = FrameFeatureCache(capacity=4 * max_batch * self.cfg.n_obs_steps)
@@ -107,7 +111,8 @@ class Engine:
         if not 1 <= batch <= self.max_batch:
             raise InputError(f"batch size {batch} outside 1..{self.max_batch} (engine max_batch)")
         if batch not in self._backends:
-            self._backends[batch] = TorchDecodeBackend(self.policy, batch, self.device, self.use_cuda_graphs)
+            self._backends[batch] = TorchDecodeBackend(self.policy, batch, self.device, self.use_cuda_graphs,
+                                                       self.compile_step)
         return self._backends[batch]
 
     # --- stages -------------------------------------------------------------------------
