@@ -58,6 +58,7 @@ class ChunkResult:
     detokenize_ms: float
     total_ms: float
     frames_encoded: int               # frames that ran the vision encoder (others were cached)
+    budget_left_ms: float             # deadline budget left when decoding started (inf: no deadline)
     notes: list = field(default_factory=list)
 
 
@@ -83,7 +84,8 @@ class FrameFeatureCache:
 
 class Engine:
     def __init__(self, policy, device: str = "cpu", max_batch: int = 8, use_cuda_graphs: bool = True,
-                 compile_step: bool = False, cost_quantile: float = 0.95, clock=time.perf_counter):
+                 compile_step: bool = False, cost_quantile: float = 0.99, cost_margin_ms: float = 0.2,
+                 clock=time.perf_counter):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device '{device}' requested but CUDA is not available")
@@ -96,7 +98,7 @@ class Engine:
         self.use_cuda_graphs = use_cuda_graphs
         self.compile_step = compile_step
         self.clock = clock
-        self.costs = CostModel(quantile=cost_quantile)
+        self.costs = CostModel(quantile=cost_quantile, margin_s=cost_margin_ms / 1e3)
         self.frame_cache = FrameFeatureCache(capacity=4 * max_batch * self.cfg.n_obs_steps)
         self._backends: dict[int, TorchDecodeBackend] = {}
         low, high = policy.action_bounds()
@@ -199,6 +201,7 @@ class Engine:
         t1 = self._timer()
         if self.device.type == "cuda":
             t1.synchronize()  # the deadline rule starts from the true end of encoding
+        budget_left_ms = deadline.remaining() * 1e3
         outcome: DecodeOutcome = anytime_decode(backend, settings, deadline, self.costs, self.clock)
         t2 = self._timer()
         t_detok = self.clock()
@@ -217,7 +220,7 @@ class Engine:
             truncated=outcome.truncated, deadline_met=deadline.met(),
             encode_ms=self._elapsed_ms(t0, t1), decode_ms=self._elapsed_ms(t1, t2),
             detokenize_ms=self._elapsed_ms(t2, t3), total_ms=(self.clock() - t_call) * 1e3,
-            frames_encoded=n_encoded, notes=outcome.notes)
+            frames_encoded=n_encoded, budget_left_ms=budget_left_ms, notes=outcome.notes)
 
     def observe_publish_cost(self, batch: int, seconds: float):
         """The caller (node) reports what publishing cost, so the rule reserves time for it."""
