@@ -7,6 +7,10 @@ every other source's sample nearest to t within `max_skew_ns`. The policy sees t
 `n_obs_steps` complete frames (oldest first); right after a reset, when fewer exist, the
 oldest available frame is repeated, as OAT does at the start of an episode. Samples whose
 stamp goes backwards (simulation reset) clear the buffer.
+
+Every frame has a `key` that changes whenever its content could: the buffer's epoch (+1 per
+clear, so repeated stamps after a reset never match a frame of the previous episode) and the
+stamp of every sample it uses. Callers may cache per-frame results under it.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 class Frame:
     stamp_ns: int                     # anchor (first camera) capture stamp
     values: dict                      # source name -> value
+    key: tuple = ()                   # (epoch, stamp of each source's sample): same key => same content
 
 
 class ObservationBuffer:
@@ -29,15 +34,20 @@ class ObservationBuffer:
         self.n_obs_steps = n_obs_steps
         self.max_skew_ns = max_skew_ns
         self._samples = {s: deque(maxlen=depth) for s in self.sources}
+        self.epoch = 0                # +1 per clear()
 
     def clear(self):
         for q in self._samples.values():
             q.clear()
+        self.epoch += 1
 
     def add(self, source: str, stamp_ns: int, value):
         q = self._samples[source]
         if q and stamp_ns < q[-1][0]:
             self.clear()  # time went backwards: a new episode / restarted clock
+        elif q and stamp_ns == q[-1][0]:
+            q[-1] = (stamp_ns, value)  # a re-sent sample replaces, never duplicates, its instant
+            return
         q.append((stamp_ns, value))
 
     def newest_stamp(self, source: str) -> int | None:
@@ -49,24 +59,25 @@ class ObservationBuffer:
         for s, v in reversed(self._samples[source]):
             d = abs(s - stamp_ns)
             if d <= self.max_skew_ns and (best is None or d < best[0]):
-                best = (d, v)
+                best = (d, s, v)
             if s < stamp_ns - self.max_skew_ns:
                 break
-        return None if best is None else best[1]
+        return None if best is None else best[1:]
 
     def frame_at(self, stamp_ns: int) -> tuple[Frame | None, str]:
         """The frame anchored at stamp_ns, or (None, why not)."""
-        values = {}
+        values, stamps = {}, []
         for source in self.sources:
-            v = self._nearest(source, stamp_ns)
-            if v is None:
+            found = self._nearest(source, stamp_ns)
+            if found is None:
                 newest = self.newest_stamp(source)
                 if newest is None:
                     return None, f"no sample from '{source}' yet"
                 return None, (f"no '{source}' sample within {self.max_skew_ns / 1e6:.1f} ms of "
                               f"{stamp_ns / 1e9:.3f} s (newest {newest / 1e9:.3f} s)")
-            values[source] = v
-        return Frame(stamp_ns, values), ""
+            stamps.append(found[0])
+            values[source] = found[1]
+        return Frame(stamp_ns, values, (self.epoch, *stamps)), ""
 
     def observation(self, stamp_ns: int | None = None) -> tuple[list[Frame] | None, str]:
         """n_obs_steps frames ending at the anchor frame nearest to stamp_ns (None = newest

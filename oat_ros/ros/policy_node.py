@@ -13,7 +13,6 @@ Every parameter and topic is described in README.md ("policy_node").
 """
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Header
 
@@ -119,6 +118,7 @@ class Job:
     frame_id: str
     t_trigger: float                # perf_counter at the request / tick
     request_ns: int | None
+    t_ready: float = 0.0            # perf_counter when both the trigger and its observation were there
 
 
 def _state_extractors(state_keys: dict, joint_names, gripper_joints):
@@ -187,6 +187,10 @@ class PolicyNode(LifecycleNode):
         from oat_ros.engine.engine import Engine
 
         p = P.values(self, PARAMS)
+        for spec in PARAMS:  # values given at start-up never went through _on_set_parameters
+            why = spec.validate(p[spec.name])
+            if why:
+                raise OatRosError(f"parameter {why}")
         torch.set_num_threads(int(p["cpu_threads"]))
         policy_path = p["policy_path"] or str(DEFAULT_POLICY_DIR)
         if not p["policy_path"] and not (DEFAULT_POLICY_DIR / "config.yaml").exists():
@@ -273,6 +277,9 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._rate_timer)
             self._rate_timer = None
         self._stop_worker()
+        with self._lock:
+            self._job = None
+            self._pending_requests.clear()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
@@ -454,7 +461,7 @@ class PolicyNode(LifecycleNode):
         if self._job is not None:
             self._stats["superseded"] += 1
         cam0 = self._buffer.anchor
-        self._job = Job(frames, capture_ns, newest.values[cam0][1], t_trigger, request_ns)
+        self._job = Job(frames, capture_ns, newest.values[cam0][1], t_trigger, request_ns, time.perf_counter())
         self._job_ready.notify()
 
     # --- inference worker ---------------------------------------------------------------
@@ -470,6 +477,8 @@ class PolicyNode(LifecycleNode):
             try:
                 self._make_chunk(job)
             except Exception as e:  # never kill the worker: report and go on
+                if not self.context.ok():
+                    break  # shutting down (SIGINT/SIGTERM): the chunk cannot be published any more
                 self._stats["errors"] += 1
                 self.get_logger().error(f"chunk failed: {type(e).__name__}: {e}")
 
@@ -484,7 +493,7 @@ class PolicyNode(LifecycleNode):
                 states[key] = np.full((1, len(frames), 1), task_uid, np.float32)
             else:
                 states[key] = np.stack([fn(f.values[src]) for f in frames]).astype(np.float32)[None]
-        ids = [[(f.stamp_ns, task_uid) for f in frames]]
+        ids = [[(f.key, task_uid) for f in frames]]   # same key => same frame content
         return Observation(images, states, ids)
 
     def _make_chunk(self, job: Job):
@@ -544,7 +553,9 @@ class PolicyNode(LifecycleNode):
         self._pub.publish(msg)
         self._engine.observe_publish_cost(1, time.perf_counter() - t_pub)
         self._seq += 1
-        self._record(result, msg, (time.perf_counter() - job.t_trigger) * 1e3)
+        # node overhead counts from the moment the chunk could start (a request that came before
+        # its images does not count the wait for them), so it is the node's own cost
+        self._record(result, msg, (time.perf_counter() - job.t_ready) * 1e3)
         for note in result.notes:
             self._warn(f"note:{note}", note, 30.0)
 
@@ -557,17 +568,18 @@ class PolicyNode(LifecycleNode):
                 "rejected_messages": 0, "errors": 0, "latency_ms": deque(maxlen=500),
                 "tokens": deque(maxlen=500), "node_overhead_ms": deque(maxlen=500)}
 
-    def _record(self, result, msg, trigger_to_publish_ms):
+    def _record(self, result, msg, ready_to_publish_ms):
         s = self._stats
         s["chunks"] += 1
         s["deadline_misses"] += int(not msg.deadline_met)
         s["latency_ms"].append(result.total_ms)
         s["tokens"].append(result.tokens_generated)
-        s["node_overhead_ms"].append(max(0.0, trigger_to_publish_ms - result.total_ms))
+        s["node_overhead_ms"].append(max(0.0, ready_to_publish_ms - result.total_ms))
 
     def _publish_diagnostics(self):
         if self._diag_pub is None:
             return
+        self._retry_pending()  # expire requests even when no sensor message comes to do it
         s = self._stats
         lat = np.array(s["latency_ms"]) if s["latency_ms"] else np.zeros(1)
         tok = np.array(s["tokens"]) if s["tokens"] else np.zeros(1)
@@ -585,7 +597,8 @@ class PolicyNode(LifecycleNode):
         problems = s["deadline_misses"] + s["dropped_stale"] + s["dropped_incomplete"] + s["errors"]
         status = DiagnosticStatus(
             level=DiagnosticStatus.OK if problems == 0 else DiagnosticStatus.WARN,
-            name=f"{self.get_name()}: OAT policy", hardware_id=self.get_parameter("device").value,
+            name=f"{self.get_fully_qualified_name().lstrip('/')}: OAT policy",  # unique per node instance
+            hardware_id=self.get_parameter("device").value,
             message="ok" if problems == 0 else "deadline misses or dropped observations (see values)",
             values=[KeyValue(key=k, value=(f"{v:.3f}" if isinstance(v, float) else str(v))) for k, v in values.items()])
         arr = DiagnosticArray()
