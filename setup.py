@@ -38,6 +38,7 @@ setup(
             "oat-ros-bringup = oat_ros.ros.bringup:main",
             "oat-ros-export = oat_ros.checkpoint.cli:main",
             "oat-ros-eval = oat_ros.eval.cli:main",
+            "oat-ros-eval-run = oat_ros.eval.runner:main",
         ],
     },
 )
