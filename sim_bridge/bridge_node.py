@@ -74,7 +74,6 @@ from collections import deque
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from oat_ros_interfaces.msg import ActionChunk, Episode
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
@@ -89,6 +88,7 @@ from std_srvs.srv import Trigger
 
 from oat_ros.chunks import (LATE_POLICIES, MERGE_RULES, ChunkQueue, ChunkRejected,
                             lockstep_actions, make_chunk)
+from oat_ros.ros.messages import ns_to_stamp, stamp_to_ns
 from sim_bridge.episodes import EpisodeSpec, build_plan, successor
 from sim_bridge.libero_env import (ARM_JOINTS, CAMERAS, CONTROL_PERIOD_S, FINGER_JOINTS,
                                    SETTLE_ACTION, camera_name, check_task)
@@ -193,14 +193,6 @@ def check_parameters(p: dict) -> str | None:
     except ValueError as err:
         return str(err)
     return None
-
-
-def _time_msg(ns: int) -> Time:
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def _stamp_ns(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class _Abort(Exception):
@@ -329,7 +321,7 @@ class SimBridge(Node):
 
     # ------------------------------------------------------------------ chunks
     def _on_chunk(self, msg: ActionChunk) -> None:
-        stamp_ns = _stamp_ns(msg.header.stamp)
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         p = self._params
         try:
             chunk, _clipped = make_chunk(
@@ -371,7 +363,7 @@ class SimBridge(Node):
 
     # ------------------------------------------------------------------ publishing
     def _publish_observation(self, obs, stamp_ns: int) -> None:
-        header_stamp = _time_msg(stamp_ns)
+        header_stamp = ns_to_stamp(stamp_ns)
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=header_stamp))
         for cam, img in obs.images.items():
@@ -404,14 +396,14 @@ class SimBridge(Node):
 
     def _publish_applied(self, action, stamp_ns: int, info: dict) -> None:
         msg = JointState()
-        msg.header.stamp = _time_msg(stamp_ns)
+        msg.header.stamp = ns_to_stamp(stamp_ns)
         msg.header.frame_id = json.dumps(info, separators=(",", ":"))
         msg.name = ACTION_NAMES
         msg.position = [float(v) for v in action]
         self.applied_pub.publish(msg)
 
     def _publish_request(self, episode: _Episode) -> int:
-        header = Header(stamp=_time_msg(self._sim_ns), frame_id=str(episode.task.task_uid))
+        header = Header(stamp=ns_to_stamp(self._sim_ns), frame_id=str(episode.task.task_uid))
         self.request_pub.publish(header)
         return self._sim_ns
 
@@ -424,7 +416,7 @@ class SimBridge(Node):
                       step=episode.step, max_steps=spec.max_steps,
                       chunks_executed=episode.chunks_executed, success=bool(success),
                       reason=reason)
-        msg.header.stamp = _time_msg(self._sim_ns)
+        msg.header.stamp = ns_to_stamp(self._sim_ns)
         self.episode_pub.publish(msg)
         name = {Episode.START: "START", Episode.END: "END", Episode.ABORT: "ABORT"}[event]
         self.get_logger().info(

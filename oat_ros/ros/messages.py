@@ -43,3 +43,14 @@ def fill_message(msg, fields: dict):
 def float32_sequence(values) -> array.array:
     """A float32[] field value from any array-like, without the slow per-element path."""
     return array.array("f", np.ascontiguousarray(values, dtype=np.float32).tobytes())
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int):
+    """Integer nanoseconds -> builtin_interfaces/Time."""
+    from builtin_interfaces.msg import Time
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)

@@ -38,7 +38,7 @@ from oat_ros.observation_buffer import ObservationBuffer
 from oat_ros.paths import DEFAULT_POLICY_DIR
 from oat_ros.ros import params as P
 from oat_ros.ros.image_conversion import compressed_to_rgb, fit_to, image_to_rgb
-from oat_ros.ros.messages import float32_sequence
+from oat_ros.ros.messages import float32_sequence, ns_to_stamp, stamp_to_ns
 
 PANDA_JOINTS = [f"robot0_joint{i}" for i in range(1, 8)]
 
@@ -371,7 +371,7 @@ class PolicyNode(LifecycleNode):
             self._stats["rejected_messages"] += 1
             self._warn(f"img:{topic}", f"rejected image on {topic}: {e}")
             return
-        stamp = _ns(msg.header.stamp)
+        stamp = stamp_to_ns(msg.header.stamp)
         with self._lock:
             self._buffer.add(key, stamp, (rgb, msg.header.frame_id))
         self._retry_pending()
@@ -391,7 +391,7 @@ class PolicyNode(LifecycleNode):
                                  f"missing joints {missing}")
             return
         with self._lock:
-            self._buffer.add("joints", _ns(msg.header.stamp), positions)
+            self._buffer.add("joints", stamp_to_ns(msg.header.stamp), positions)
         self._retry_pending()
 
     def _on_pose(self, msg: PoseStamped):
@@ -404,7 +404,7 @@ class PolicyNode(LifecycleNode):
             self._warn("pose", f"rejected PoseStamped on {self.get_parameter('eef_pose_topic').value}: NaN/inf")
             return
         with self._lock:
-            self._buffer.add("pose", _ns(msg.header.stamp), value)
+            self._buffer.add("pose", stamp_to_ns(msg.header.stamp), value)
         self._retry_pending()
 
     def _task_uid(self) -> int:
@@ -426,7 +426,7 @@ class PolicyNode(LifecycleNode):
         if not self._active or self.get_parameter("trigger").value != "request":
             return
         with self._lock:
-            self._pending_requests.append((_ns(msg.stamp), time.perf_counter()))
+            self._pending_requests.append((stamp_to_ns(msg.stamp), time.perf_counter()))
         self._retry_pending()
 
     def _retry_pending(self):
@@ -534,7 +534,7 @@ class PolicyNode(LifecycleNode):
             self._stats["clipped"] += 1
         t_pub = time.perf_counter()
         msg = ActionChunk()
-        msg.header.stamp = _time_msg(job.capture_ns)
+        msg.header.stamp = ns_to_stamp(job.capture_ns)
         msg.header.frame_id = self.get_parameter("frame_id").value or job.frame_id
         msg.seq = seq
         msg.policy_id = self._policy_id
@@ -617,15 +617,6 @@ class PolicyNode(LifecycleNode):
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status]
         self._diag_pub.publish(arr)
-
-
-def _ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def _time_msg(ns: int):
-    from builtin_interfaces.msg import Time
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
 def main(args=None) -> int:
