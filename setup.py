@@ -34,6 +34,7 @@ setup(
             "policy_node = oat_ros.ros.policy_node:main",
             "sim_bridge = sim_bridge.bridge_node:main",
             "recorder = oat_ros.ros.recorder_node:main",
+            "chunk_executor = oat_ros.ros.executor_node:main",
             # command-line tools
             "oat-ros-bringup = oat_ros.ros.bringup:main",
             "oat-ros-export = oat_ros.checkpoint.cli:main",

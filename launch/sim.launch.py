@@ -26,7 +26,7 @@ def generate_launch_description():
         Node(package="oat_ros", executable="recorder", name="recorder", output="screen",
              parameters=[params, {"output_dir": bag_dir}]),
         Node(package="oat_ros", executable="policy_node", name="policy_node", output="screen",
-             parameters=[params, {"use_sim_time": True}]),
+             parameters=[params, {"use_sim_time": True, "trigger": "request"}]),
         Node(package="oat_ros", executable="sim_bridge", name="sim_bridge", output="screen",
              parameters=[params]),
     ])

@@ -60,6 +60,8 @@ def node_command(spec: NodeSpec, params_file: Path, overrides: list[str], sim: b
            "--params-file", str(params_file)]
     if sim and spec.sim_time:
         cmd += ["-p", "use_sim_time:=true"]
+    if sim and spec.name == "policy_node":
+        cmd += ["-p", "trigger:=request"]  # the bridge asks for each chunk (lockstep)
     for item in overrides:
         cmd += ["-p", item]
     return cmd
