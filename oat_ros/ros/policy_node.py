@@ -231,7 +231,11 @@ class PolicyNode(LifecycleNode):
             f"n_action_steps {cfg.n_action_steps}, tail {'yes' if self._engine.has_tail else 'no'})")
 
     def _create_interfaces(self, p):
+        # One mutually exclusive group per sensor topic: messages of one topic are handled in
+        # arrival order (a reentrant group let two frames of one camera race, and the older one
+        # landing last looked like time going backwards), different topics still in parallel.
         sensors = ReentrantCallbackGroup()
+        ordered = MutuallyExclusiveCallbackGroup
         self._trigger_group = MutuallyExclusiveCallbackGroup()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         # Chunks: reliable, a few deep (an executor must not miss one); lifecycle-gated.
@@ -243,19 +247,19 @@ class PolicyNode(LifecycleNode):
             if topic.endswith("/compressed"):
                 cb = lambda msg, k=key, t=topic: self._on_image(k, t, msg, compressed=True)
                 self._subs.append(self.create_subscription(CompressedImage, topic, cb, sensor_qos,
-                                                           callback_group=sensors))
+                                                           callback_group=ordered()))
             else:
                 cb = lambda msg, k=key, t=topic: self._on_image(k, t, msg, compressed=False)
-                self._subs.append(self.create_subscription(Image, topic, cb, sensor_qos, callback_group=sensors))
+                self._subs.append(self.create_subscription(Image, topic, cb, sensor_qos, callback_group=ordered()))
         needs = {src for src, _ in self._extractors.values()}
         if "joints" in needs:
             self._subs.append(self.create_subscription(JointState, p["joint_states_topic"], self._on_joints,
-                                                       sensor_qos, callback_group=sensors))
+                                                       sensor_qos, callback_group=ordered()))
         if "pose" in needs:
             self._subs.append(self.create_subscription(PoseStamped, p["eef_pose_topic"], self._on_pose,
-                                                       sensor_qos, callback_group=sensors))
+                                                       sensor_qos, callback_group=ordered()))
         self._subs.append(self.create_subscription(Episode, p["episode_topic"], self._on_episode, reliable,
-                                                   callback_group=sensors))
+                                                   callback_group=ordered()))
         self._subs.append(self.create_subscription(Header, p["request_topic"], self._on_request, reliable,
                                                    callback_group=self._trigger_group))
         self._timers.append(self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics,
