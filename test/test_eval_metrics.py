@@ -166,3 +166,19 @@ def test_episodes_and_chunk_assignment():
     counts = metrics.chunk_counts(cs)
     assert counts["in_episodes"] == 4 and counts["outside_episodes"] == 2
     assert math.isclose(metrics.success_overall(eps)["rate"], 0.5)
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 50, 500])
+def test_wilson_bounds_are_exact_at_the_extremes(n):
+    """0/n and n/n give exactly 0 and 1 (a float residue made negative error bars)."""
+    assert metrics.wilson_interval(0, n)[0] == 0.0
+    assert metrics.wilson_interval(n, n)[1] == 1.0
+
+
+def test_success_plot_draws_all_zero_and_all_one_tasks(tmp_path):
+    from oat_ros.eval import report
+    rows = [{"suite": "libero_object", "task_index": i, **metrics.rate(k, n)}
+            for i, (k, n) in enumerate([(0, 3), (3, 3), (0, 50), (1, 2)])]
+    path = tmp_path / "success.png"
+    report.plot_success_per_task({"ar": rows, "blockwise": rows[::-1]}, path)
+    assert path.stat().st_size > 1000

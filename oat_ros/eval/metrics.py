@@ -31,7 +31,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple:
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, center - half), min(1.0, center + half))
+    # at 0/n and n/n the bound is exactly 0 / 1; floating point would leave a residue of 1e-17
+    lo = 0.0 if successes <= 0 else max(0.0, center - half)
+    hi = 1.0 if successes >= n else min(1.0, center + half)
+    return (lo, hi)
 
 
 def rate(successes: int, n: int) -> dict:

@@ -107,8 +107,8 @@ def plot_success_per_task(series: dict, path: Path):
             r = by.get(t)
             v = r["rate"] if r and r["rate"] is not None else np.nan
             vals.append(v)
-            lo.append(v - r["ci95_low"] if r and r["ci95_low"] is not None else 0)
-            hi.append(r["ci95_high"] - v if r and r["ci95_high"] is not None else 0)
+            lo.append(max(0.0, v - r["ci95_low"]) if r and r["ci95_low"] is not None else 0)
+            hi.append(max(0.0, r["ci95_high"] - v) if r and r["ci95_high"] is not None else 0)
         ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, yerr=[lo, hi],
                capsize=3, label=label)
     ax.set_xticks(x, [f"{s}\n{i}" for s, i in tasks], fontsize=8)
