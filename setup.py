@@ -40,6 +40,10 @@ setup(
             "oat-ros-export = oat_ros.checkpoint.cli:main",
             "oat-ros-eval = oat_ros.eval.cli:main",
             "oat-ros-eval-run = oat_ros.eval.runner:main",
+            "oat-ros-record-demos = sim_bridge.record_demos:main",
+            "oat-ros-train-tokenizer = oat_ros.train.tokenizer_train:main",
+            "oat-ros-train-policy = oat_ros.train.policy_train:main",
+            "oat-ros-train-tail = oat_ros.train.tail_train:main",
         ],
     },
 )

@@ -91,10 +91,53 @@ def test_cli_export(tmp_path, capsys):
     rc = export_main(["--policy", str(files["policy.ckpt"]), "--tail",
                       str(files["blockwise_tail_P4.pt"]), "--out", str(out)])
     text = capsys.readouterr().out
-    assert rc == 0 and "model.safetensors" in text and "load time: original" in text
+    assert rc == 0 and "model.safetensors" in text and "load time: input" in text
     assert load_native(out).tail_cfg.prefix_len == 4
 
 
 def test_cli_error_exit_code(tmp_path, capsys):
     rc = export_main(["--policy", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "missing.ckpt" in capsys.readouterr().err
+
+
+def test_half_storage_halves_the_file_and_loads_as_float32(policy, exported, tmp_path):
+    half = tmp_path / "half"
+    save_native(policy, half, half=True)
+    full_size = (exported / "model.safetensors").stat().st_size
+    assert (half / "model.safetensors").stat().st_size < 0.6 * full_size
+    loaded = load_native(half)
+    a, b = policy.state_dict(), loaded.state_dict()
+    params = dict(policy.named_parameters(remove_duplicate=False))
+    for k in a:
+        assert b[k].dtype == a[k].dtype, k
+        if k in params:   # parameters rounded to float16, buffers (normalizers) exact
+            torch.testing.assert_close(b[k], a[k].half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(a[k], b[k]), k
+    assert yaml.safe_load((half / "config.yaml").read_text())["storage_dtype"] == "float16"
+
+
+def test_cli_half_from_a_native_export(exported, tmp_path, capsys):
+    out = tmp_path / "half_cli"
+    assert export_main(["--policy", str(exported), "--half", "--out", str(out)]) == 0
+    assert load_native(out).cfg == load_native(exported).cfg
+
+
+def test_narrow_vision_trunk_round_trips(tmp_path):
+    """vision_width (ResNet18 base channels) is part of the config: 16 -> 16-32-64-128."""
+    from dataclasses import replace
+    from oat_ros.model.policy import OATPolicy
+    from oat_ros.train.presets import PRESETS, policy_config, tokenizer_config
+    m = replace(PRESETS["tiny"]().model, vision_width=16)
+    cfg = policy_config(m, {c: [24, 24, 3] for c in m.cameras},
+                        {"robot0_eef_pos": 3, "robot0_gripper_qpos": 2, "task_uid": 1}, tokenizer_config(m))
+    pol = OATPolicy(cfg).eval()
+    core = pol.obs_encoder.vision_encoder.encoder.obs_nets[m.cameras[0]]
+    assert core.backbone.nets[0].out_channels == 16 and core.pool.nets.in_channels == 128
+    save_native(pol, tmp_path / "narrow")
+    loaded = load_native(tmp_path / "narrow")
+    assert loaded.cfg.vision_width == 16
+    for k, v in pol.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with pytest.raises(Exception, match="vision_width"):
+        OATPolicy(replace(cfg, vision_width=24))

@@ -1,4 +1,4 @@
-"""`oat-ros-export`: convert an original OAT checkpoint to the native, pickle-free format."""
+"""`oat-ros-export`: convert an original OAT checkpoint (or a native one) to the native format."""
 from __future__ import annotations
 
 import argparse
@@ -16,12 +16,16 @@ without pickle, omegaconf, hydra or dill.
 
 The .ckpt is read through a restricted unpickler (tensors, plain containers and
 OmegaConf config nodes only). EMA weights are used when the checkpoint's
-cfg.training.use_ema is true, exactly like the original loader."""
+cfg.training.use_ema is true, exactly like the original loader.
+
+--policy may also be a native export (e.g. to attach a tail, or to write a
+half-size copy with --half)."""
 
 EPILOG = """\
 examples:
   oat-ros-export --policy ep-0500.ckpt --out exports/libero10
   oat-ros-export --policy ep-0500.ckpt --tail tail_P4.pt --out exports/libero10_bw
+  oat-ros-export --policy runs/tail/export --half --out oat_ros/assets/default_policy
 """
 
 
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oat-ros-export", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--policy", required=True, metavar="P.ckpt",
-                   help="original OAT policy checkpoint (.ckpt)")
+                   help="original OAT policy checkpoint (.ckpt) or a native export directory")
     p.add_argument("--tail", metavar="T.pt", default=None,
                    help="optional Blockwise-OAT ParallelTailDecoder checkpoint (.pt)")
     p.add_argument("--out", required=True, metavar="DIR",
@@ -38,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unpickle the .ckpt with plain torch.load(weights_only=False); runs "
                         "code named in the file - only for files you trust; needs omegaconf "
                         "and dill installed")
+    p.add_argument("--half", action="store_true",
+                   help="store the parameters as float16 (half the file; loaded back as float32)")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="use_ema", action="store_true", default=None,
                      help="force the EMA weights (default: cfg.training.use_ema)")
@@ -48,16 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from . import load_policy
     from .native import load_native, save_native
-    from .upstream import load_upstream_policy
     try:
         t0 = time.perf_counter()
-        policy = load_upstream_policy(args.policy, args.tail, use_ema=args.use_ema,
-                                      allow_unsafe_pickle=args.allow_unsafe_pickle)
+        policy = load_policy(args.policy, args.tail, use_ema=args.use_ema,
+                             allow_unsafe_pickle=args.allow_unsafe_pickle)
         t_orig = time.perf_counter() - t0
         source = {"policy": os.path.abspath(args.policy),
                   "tail": os.path.abspath(args.tail) if args.tail else None}
-        paths = save_native(policy, args.out, source)
+        paths = save_native(policy, args.out, source, half=args.half)
         t0 = time.perf_counter()
         load_native(args.out)
         t_native = time.perf_counter() - t0
@@ -66,7 +72,7 @@ def main(argv=None) -> int:
         return 2
     for p in (paths["weights"], paths["config"]):
         print(f"wrote {p} ({os.path.getsize(p) / 1e6:.1f} MB)")
-    print(f"load time: original {t_orig * 1e3:.0f} ms, native {t_native * 1e3:.0f} ms")
+    print(f"load time: input {t_orig * 1e3:.0f} ms, native {t_native * 1e3:.0f} ms")
     return 0
 
 

@@ -4,12 +4,17 @@ config.yaml holds the PolicyConfig, the tail config (or null) and the alias tabl
 that share storage in the module (tied `model.head.weight` = `model.tok_emb.weight`, the
 robomimic `backbone.*` = `nets.0.*` duplicates) are stored once and re-expanded on load,
 so a round trip is bit-exact.
+
+`save_native(..., half=True)` stores the float32 *parameters* as float16 (buffers such as
+normalizer statistics stay float32) to halve the file, e.g. for the policy shipped inside the
+package; loading casts them back to float32 (config.yaml says `storage_dtype: float16`).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict
 
+import torch
 import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -43,12 +48,16 @@ def _dedupe(sd: dict) -> tuple[dict, dict]:
     return tensors, aliases
 
 
-def save_native(policy: OATPolicy, out_dir, source: dict | None = None) -> dict:
+def save_native(policy: OATPolicy, out_dir, source: dict | None = None, half: bool = False) -> dict:
     """Write `out_dir/model.safetensors` and `out_dir/config.yaml`; returns their paths."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     tensors, aliases = _dedupe(policy.state_dict())
     tensors = {k: v.cpu() for k, v in tensors.items()}
+    if half:
+        params = {name for name, _ in policy.named_parameters(remove_duplicate=False)}
+        tensors = {k: v.half() if k in params and v.dtype == torch.float32 else v
+                   for k, v in tensors.items()}
     weights = os.path.join(out_dir, WEIGHTS)
     config = os.path.join(out_dir, CONFIG)
     save_file(tensors, weights, metadata={"format": FORMAT, "version": str(VERSION)})
@@ -56,6 +65,7 @@ def save_native(policy: OATPolicy, out_dir, source: dict | None = None) -> dict:
            "policy": policy.cfg.to_dict(),
            "tail": asdict(policy.tail_cfg) if policy.tail_cfg is not None else None,
            "aliases": aliases,
+           "storage_dtype": "float16" if half else "float32",
            "source": source or {}}
     with open(config, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
@@ -107,6 +117,8 @@ def load_native(path, map_location="cpu") -> OATPolicy:
         tensors = load_file(weights, device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: cannot read safetensors file: {e}") from None
+    if doc.get("storage_dtype", "float32") == "float16":
+        tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
     for alias, canonical in (doc.get("aliases") or {}).items():
         if canonical not in tensors:
             raise CheckpointError(f"{config}: alias {alias} -> {canonical}: "

@@ -26,18 +26,19 @@ def center_crop_offset(size: int, crop: int) -> int:
 
 
 class _ObsNets(nn.Module):
-    def __init__(self, cams, crop_hw):
+    def __init__(self, cams, crop_hw, width: int = 64):
         super().__init__()
-        self.obs_nets = nn.ModuleDict({c: VisualCore(crop_hw) for c in cams})
+        self.obs_nets = nn.ModuleDict({c: VisualCore(crop_hw, width=width) for c in cams})
 
 
 class RgbEncoder(nn.Module):
-    def __init__(self, cams: dict[str, list], crop_hw, normalizer_fields: dict[str, int]):
+    def __init__(self, cams: dict[str, list], crop_hw, normalizer_fields: dict[str, int],
+                 vision_width: int = 64):
         super().__init__()
         self.cams = dict(cams)
         self.crop_hw = tuple(crop_hw)
         self.register_buffer("_dummy_variable", torch.zeros(0))
-        self.encoder = _ObsNets(list(cams), self.crop_hw)
+        self.encoder = _ObsNets(list(cams), self.crop_hw, vision_width)
         self.normalizer = LinearNormalizer(normalizer_fields)
 
     def crop(self, x: torch.Tensor, cam: str, offsets=None) -> torch.Tensor:
@@ -76,10 +77,11 @@ class StateEncoder(nn.Module):
 
 class ObsEncoder(nn.Module):
     def __init__(self, cams: dict[str, list], states: dict[str, int], crop_hw,
-                 vision_normalizer_fields: dict[str, int], state_normalizer_fields: dict[str, int]):
+                 vision_normalizer_fields: dict[str, int], state_normalizer_fields: dict[str, int],
+                 vision_width: int = 64):
         super().__init__()
         self.register_buffer("_dummy_variable", torch.zeros(0))
-        self.vision_encoder = RgbEncoder(cams, crop_hw, vision_normalizer_fields)
+        self.vision_encoder = RgbEncoder(cams, crop_hw, vision_normalizer_fields, vision_width)
         self.state_encoder = StateEncoder(states, state_normalizer_fields)
         self.feature_dim = 64 * len(cams) + sum(states.values())
 

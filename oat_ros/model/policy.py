@@ -24,6 +24,7 @@ class PolicyConfig:
     cameras: dict = field(default_factory=dict)      # rgb key -> [H, W, 3], shape_meta order
     states: dict = field(default_factory=dict)       # state key -> dim, shape_meta order
     crop_shape: list = field(default_factory=lambda: [76, 76])
+    vision_width: int = 64                           # ResNet18 base channels (64 = the original)
     action_dim: int = 7
     horizon: int = 32
     n_action_steps: int = 16
@@ -69,6 +70,9 @@ class PolicyConfig:
             raise ConfigError(f"AR max_seq_len {self.max_seq_len} != latent_horizon + 1")
         if self.embed_dim % self.n_heads:
             raise ConfigError(f"embed_dim {self.embed_dim} not divisible by n_heads {self.n_heads}")
+        if self.vision_width < 16 or self.vision_width % 16:
+            raise ConfigError(f"vision_width {self.vision_width} must be a positive multiple of 16 "
+                              f"(GroupNorm uses channels // 16 groups)")
         if not 0 < self.n_action_steps <= self.horizon:
             raise ConfigError(f"n_action_steps {self.n_action_steps} not in 1..horizon")
 
@@ -80,7 +84,8 @@ class OATPolicy(nn.Module):
         self.cfg = cfg
         self.register_buffer("_dummy_variable", torch.zeros(0))
         self.obs_encoder = ObsEncoder(cfg.cameras, cfg.states, cfg.crop_shape,
-                                      cfg.vision_normalizer_fields, cfg.state_normalizer_fields)
+                                      cfg.vision_normalizer_fields, cfg.state_normalizer_fields,
+                                      cfg.vision_width)
         self.model = ARTransformer(cfg.vocab_size, cfg.max_seq_len, cfg.obs_feature_dim,
                                    cfg.n_obs_steps, cfg.n_layers, cfg.n_heads, cfg.embed_dim)
         self.action_tokenizer = OATTokenizer(cfg.tokenizer)

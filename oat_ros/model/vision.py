@@ -40,14 +40,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18Trunk(nn.Module):
-    """`nets` = [conv1, bn1, relu, maxpool, layer1..layer4] -> [N, 512, H/32, W/32]."""
+    """`nets` = [conv1, bn1, relu, maxpool, layer1..layer4] -> [N, 8*width, H/32, W/32].
 
-    def __init__(self, in_channels: int = 3):
+    width = 64 is torchvision's ResNet18 (the original); a smaller width (a multiple of 16)
+    keeps the layout with width/64 of the channels, ~(width/64)^2 of the weights and FLOPs."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64):
         super().__init__()
-        layers = [nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), _group_norm(64),
+        layers = [nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), _group_norm(width),
                   nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
-        ch = 64
-        for out_ch, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        ch = width
+        for out_ch, stride in ((width, 1), (2 * width, 2), (4 * width, 2), (8 * width, 2)):
             layers.append(nn.Sequential(BasicBlock(ch, out_ch, stride), BasicBlock(out_ch, out_ch)))
             ch = out_ch
         self.nets = nn.Sequential(*layers)
@@ -86,10 +89,10 @@ class SpatialSoftmax(nn.Module):
 
 
 class VisualCore(nn.Module):
-    def __init__(self, crop_hw: tuple[int, int], num_kp: int = 32, feature_dim: int = 64):
+    def __init__(self, crop_hw: tuple[int, int], num_kp: int = 32, feature_dim: int = 64, width: int = 64):
         super().__init__()
-        self.backbone = ResNet18Trunk()
-        self.pool = SpatialSoftmax(512, *trunk_output_hw(*crop_hw), num_kp=num_kp)
+        self.backbone = ResNet18Trunk(width=width)
+        self.pool = SpatialSoftmax(8 * width, *trunk_output_hw(*crop_hw), num_kp=num_kp)
         self.nets = nn.Sequential(self.backbone, self.pool, nn.Flatten(1),
                                   nn.Linear(2 * num_kp, feature_dim))
 
