@@ -1,7 +1,8 @@
 """Which policy the main job runs when no `policy_path` is given.
 
-1. The embedded default policy (oat_ros/assets/default_policy, a native export) when present.
-2. Otherwise a clearly labelled stand-in: the original-code fixture checkpoint of the
+1. The embedded default policy (oat_ros/assets/default_policy, a native export, float16
+   storage; reproduced by `bash scripts/train_default_policy.sh`).
+2. If it is missing (e.g. deleted to retrain it), a clearly labelled stand-in: the original-code fixture checkpoint of the
    LIBERO-10 shape (shared/fixtures/oat_upstream/config_A, random weights), exported once to
    the native format under .cache/. It exercises the whole graph; it cannot solve a task.
 
@@ -30,7 +31,8 @@ def _fixture_dir() -> Path | None:
 def resolve() -> tuple[Path | None, str]:
     """(policy path or None, a one-line description for the user)."""
     if (DEFAULT_POLICY_DIR / "config.yaml").is_file():
-        return DEFAULT_POLICY_DIR, "embedded default policy"
+        return DEFAULT_POLICY_DIR, ("embedded default policy (trained on libero_object tasks 0 and 1: "
+                                    f"{DEFAULT_POLICY_DIR / 'README.md'})")
     standin = CACHE / "standin_policy_A"
     if (standin / "config.yaml").is_file():
         return standin, _STANDIN

@@ -61,6 +61,9 @@ def save_native(policy: OATPolicy, out_dir, source: dict | None = None, half: bo
     weights = os.path.join(out_dir, WEIGHTS)
     config = os.path.join(out_dir, CONFIG)
     save_file(tensors, weights, metadata={"format": FORMAT, "version": str(VERSION)})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(weights, 0o666 & ~umask)  # safetensors writes 0600; a checkpoint is meant to be shared
     doc = {"format": FORMAT, "version": VERSION,
            "policy": policy.cfg.to_dict(),
            "tail": asdict(policy.tail_cfg) if policy.tail_cfg is not None else None,
