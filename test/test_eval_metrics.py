@@ -182,3 +182,21 @@ def test_success_plot_draws_all_zero_and_all_one_tasks(tmp_path):
     path = tmp_path / "success.png"
     report.plot_success_per_task({"ar": rows, "blockwise": rows[::-1]}, path)
     assert path.stat().st_size > 1000
+
+
+def test_chunks_of_parallel_bags_stay_with_their_own_episodes():
+    """Two graphs recorded at the same time (Ray workers): bag A's episode started later than
+    bag B's, so a time-only match would hand A's chunks to B's episode and the other way round."""
+    def ep_msgs(bag, run, t0, t1, success):
+        return [(t0, bag, _msg(t0, 0, 0, run=run)[2]), (t1, bag, _msg(t1, 1, 0, success=success, run=run)[2])]
+    events = sorted(ep_msgs("A", "ra", 100, 400, True) + ep_msgs("B", "rb", 150, 900, False))
+    eps = bags.build_episodes(events)
+    cs = []
+    for bag, times in (("A", [120, 200, 300]), ("B", [160, 250, 500, 800])):
+        for t in times:
+            c = chunk()
+            c.t_ns, c.episode, c.run_id, c.bag = t, None, None, bag
+            cs.append(c)
+    bags.assign_chunks(eps, cs, grace_ns=10)
+    assert {c.bag: c.run_id for c in cs} == {"A": "ra", "B": "rb"}
+    assert [(e.run_id, e.n_chunks) for e in eps] == [("ra", 3), ("rb", 4)]

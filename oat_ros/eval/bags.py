@@ -585,11 +585,32 @@ def assign_chunks(episodes: list[Episode], chunks: list[Chunk], grace_ns: int = 
                   lookback: int = 16):
     """Attach each chunk to the episode whose [START, END + grace] holds its receive time.
 
-    The latest-started such episode wins (``lookback`` earlier windows are checked when
-    episodes overlap, e.g. bags of parallel runs). Chunks outside every episode keep
+    A chunk is matched only against the episodes recorded in its own bag when that bag has any
+    (bags of parallel graphs overlap in time: matching across them would mix their episodes);
+    otherwise against all episodes. The latest-started matching episode wins (``lookback``
+    earlier windows are checked when episodes overlap). Chunks outside every episode keep
     ``episode=None``; with a single run_id they still count for that run.
     """
-    windows = sorted((ep.start_ns, i) for i, ep in enumerate(episodes) if ep.start_ns is not None)
+    by_bag: dict = {}
+    for i, ep in enumerate(episodes):
+        by_bag.setdefault(ep.bag, []).append(i)
+    groups: dict = {}
+    for ch in chunks:
+        key = ch.bag if ch.bag and ch.bag in by_bag else None
+        groups.setdefault(key, []).append(ch)
+    for key, group in groups.items():
+        _assign_in_time(episodes, by_bag[key] if key is not None else range(len(episodes)),
+                        group, grace_ns, lookback)
+    run_ids = {ep.run_id for ep in episodes}
+    if len(run_ids) == 1:  # single run: chunks between episodes still belong to it
+        only = next(iter(run_ids))
+        for ch in chunks:
+            if ch.run_id is None:
+                ch.run_id = only
+
+
+def _assign_in_time(episodes, candidates, chunks, grace_ns: int, lookback: int):
+    windows = sorted((episodes[i].start_ns, i) for i in candidates if episodes[i].start_ns is not None)
     starts = [w[0] for w in windows]
     # window end: END + grace; an episode that never ended lasts until the next START of its run
     limit = {}
@@ -609,12 +630,6 @@ def assign_chunks(episodes: list[Episode], chunks: list[Chunk], grace_ns: int = 
                 ch.run_id = episodes[i].run_id
                 episodes[i].n_chunks += 1
                 break
-    run_ids = {ep.run_id for ep in episodes}
-    if len(run_ids) == 1:  # single run: chunks between episodes still belong to it
-        only = next(iter(run_ids))
-        for ch in chunks:
-            if ch.run_id is None:
-                ch.run_id = only
 
 
 def dataset_to_json(data: Dataset) -> dict:
