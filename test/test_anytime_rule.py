@@ -169,3 +169,18 @@ def test_bad_settings_name_the_setting(bad):
     with pytest.raises(ConfigError) as err:
         DecodeSettings(**bad)
     assert repr(next(iter(bad))) in str(err.value) or next(iter(bad)) in str(err.value)
+
+
+def test_rolling_quantile_matches_numpy_and_follows_new_samples():
+    import numpy as np
+    from oat_ros.engine.deadline import RollingQuantile
+    rng = np.random.default_rng(0)
+    rq = RollingQuantile(window=50)
+    values = rng.exponential(1e-3, 200)
+    for i, v in enumerate(values):
+        rq.add(v)
+        window = values[max(0, i - 49):i + 1]
+        for q in (0.5, 0.95, 0.99, 1.0):
+            assert rq.quantile(q) == pytest.approx(float(np.quantile(window, q)), rel=1e-12, abs=0)
+    rq.add(float("nan"))                 # ignored, and the cached value stays right
+    assert rq.quantile(0.99) == pytest.approx(float(np.quantile(values[-50:], 0.99)), rel=1e-12)
