@@ -281,3 +281,47 @@ def write_json(path: str, obj) -> None:
         json.dump(obj, f, indent=2)
         f.write("\n")
     os.replace(tmp, path)
+
+
+def optimize(loss: torch.Tensor, opt, sched, params, grad_clip: float) -> float:
+    """One optimizer step on `loss` (global-norm clipping when grad_clip); returns its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
+class LossLog:
+    """The running training loss: tqdm postfix every step, a log line every `every` steps
+    (mean loss, learning rate, seconds per step since the last line)."""
+
+    def __init__(self, prog, every: int):
+        self.prog, self.every = prog, every
+        self.restart_clock()
+
+    def restart_clock(self):
+        """Forget the time spent so far (e.g. on an evaluation) and the losses since the last line."""
+        self.t0, self.total, self.n = time.perf_counter(), 0.0, 0
+
+    def add(self, done: int, loss: float, lr: float):
+        self.total, self.n = self.total + loss, self.n + 1
+        self.prog.update(1, loss=loss, lr=lr)
+        if self.every and done % self.every == 0:
+            now = time.perf_counter()
+            self.prog.log({"step": done, "loss": self.total / self.n, "lr": lr,
+                           "s_per_step": (now - self.t0) / self.n})
+            self.restart_clock()
+
+
+def stop_early(args, prog, save_state, start: int, done: int, total: int) -> bool:
+    """--stop-after-steps: save, say how to continue, and tell the caller to return."""
+    if not should_stop(args, start, done, total):
+        return False
+    save_state(done)
+    prog.log({"event": "stopped", "step": done})
+    prog.close()
+    print(f"stopped at step {done}/{total}; run again to continue", file=sys.stderr)
+    return True

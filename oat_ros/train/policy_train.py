@@ -25,7 +25,6 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..checkpoint import save_native
 from ..model.policy import OATPolicy
@@ -245,43 +244,27 @@ def main(argv=None) -> int:
               "device": str(device), "threads": torch.get_num_threads(), "tokenize_s": round(tokenize_s, 2)})
     policy.train()
     policy.action_tokenizer.eval()
-    t_last, run_loss, n_loss = time.perf_counter(), 0.0, 0
+    losses = common.LossLog(prog, stage.log_every)
     for step in range(start, stage.steps):
         rng = common.step_rng(args.seed, step)
         idx = rng.integers(0, len(train_w), stage.batch_size)
         obs = to_obs(train_w.batch(idx), device)
         crops = None if args.no_random_crop else random_crop_offsets(policy, stage.batch_size, rng)
         loss = policy_loss(policy, obs, train_tokens[idx].to(device), crops)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if stage.grad_clip:
-            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], stage.grad_clip)
-        opt.step()
-        sched.step()
+        lv = common.optimize(loss, opt, sched, [p for g in opt.param_groups for p in g["params"]], stage.grad_clip)
         if ema is not None:
             ema.update(policy)
-        lv = float(loss.detach())
-        run_loss, n_loss = run_loss + lv, n_loss + 1
-        prog.update(1, loss=lv, lr=sched.get_last_lr()[0])
         done = step + 1
-        if stage.log_every and done % stage.log_every == 0:
-            now = time.perf_counter()
-            prog.log({"step": done, "loss": run_loss / n_loss, "lr": sched.get_last_lr()[0],
-                      "s_per_step": (now - t_last) / n_loss})
-            t_last, run_loss, n_loss = now, 0.0, 0
+        losses.add(done, lv, sched.get_last_lr()[0])
         if stage.save_every and done % stage.save_every == 0:
             save_state(done)
-        if common.should_stop(args, start, done, stage.steps):
-            save_state(done)
-            prog.log({"event": "stopped", "step": done})
-            prog.close()
-            print(f"stopped at step {done}/{stage.steps}; run again to continue", file=sys.stderr)
+        if common.stop_early(args, prog, save_state, start, done, stage.steps):
             return 0
         if stage.eval_every and done % stage.eval_every == 0 and done < stage.steps:
             metrics = run_eval(done)
             prog.log({"step": done, **metrics})
             export_policy(done, metrics)
-            t_last = time.perf_counter()
+            losses.restart_clock()
     prog.close()
     if start < stage.steps:
         save_state(stage.steps)

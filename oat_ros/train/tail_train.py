@@ -30,7 +30,6 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..checkpoint import load_policy, save_native
 from ..model.policy import OATPolicy
@@ -212,35 +211,19 @@ def main(argv=None) -> int:
     if ratio < MIN_TAIL_PARAM_RATIO:
         prog.write(f"WARNING: tail/AR parameter ratio {ratio:.2f} < {MIN_TAIL_PARAM_RATIO} "
                    f"(Blockwise-OAT refuses such tails)")
-    t_last, run_loss, n_loss = time.perf_counter(), 0.0, 0
+    losses = common.LossLog(prog, stage.log_every)
     for step in range(start, stage.steps):
         rng = common.step_rng(args.seed, step)
         idx = rng.integers(0, len(train_w), stage.batch_size)
         feats = feats_all[train_w.indices(idx)[0]].to(device)
         loss = tail_loss(policy, tail, feats, train_tokens[idx].to(device), P, tcfg.refine_iters,
                          args.prefix_hidden)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if stage.grad_clip:
-            nn.utils.clip_grad_norm_(tail.parameters(), stage.grad_clip)
-        opt.step()
-        sched.step()
-        lv = float(loss.detach())
-        run_loss, n_loss = run_loss + lv, n_loss + 1
-        prog.update(1, loss=lv, lr=sched.get_last_lr()[0])
+        lv = common.optimize(loss, opt, sched, tail.parameters(), stage.grad_clip)
         done = step + 1
-        if stage.log_every and done % stage.log_every == 0:
-            now = time.perf_counter()
-            prog.log({"step": done, "loss": run_loss / n_loss, "lr": sched.get_last_lr()[0],
-                      "s_per_step": (now - t_last) / n_loss})
-            t_last, run_loss, n_loss = now, 0.0, 0
+        losses.add(done, lv, sched.get_last_lr()[0])
         if stage.save_every and done % stage.save_every == 0:
             save_state(done)
-        if common.should_stop(args, start, done, stage.steps):
-            save_state(done)
-            prog.log({"event": "stopped", "step": done})
-            prog.close()
-            print(f"stopped at step {done}/{stage.steps}; run again to continue", file=sys.stderr)
+        if common.stop_early(args, prog, save_state, start, done, stage.steps):
             return 0
         if stage.eval_every and done % stage.eval_every == 0 and done < stage.steps:
             prog.log({"step": done, **evaluate(policy, tail, feats_all, val_w, val_tokens, P,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -220,37 +219,21 @@ def main(argv=None) -> int:
                   "keep_k_mode": keep_mode})
     else:
         prog.log({"event": "resume", "step": start})
-    t_last, run_loss, n_loss = time.perf_counter(), 0.0, 0
+    losses = common.LossLog(prog, stage.log_every)
     for step in range(start, stage.steps):
         rng = common.step_rng(args.seed, step)
         idx = torch.from_numpy(rng.integers(0, len(train_w), stage.batch_size))
         keep_k = sample_keep_k(stage.batch_size, L, keep_mode, rng)
         loss = tokenizer_loss(tok, train_chunks[idx].to(device), keep_k)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if stage.grad_clip:
-            nn.utils.clip_grad_norm_(tok.parameters(), stage.grad_clip)
-        opt.step()
-        sched.step()
-        lv = float(loss.detach())
-        run_loss, n_loss = run_loss + lv, n_loss + 1
-        prog.update(1, loss=lv, lr=sched.get_last_lr()[0])
+        lv = common.optimize(loss, opt, sched, tok.parameters(), stage.grad_clip)
         done = step + 1
-        if stage.log_every and done % stage.log_every == 0:
-            now = time.perf_counter()
-            prog.log({"step": done, "loss": run_loss / n_loss, "lr": sched.get_last_lr()[0],
-                      "s_per_step": (now - t_last) / n_loss})
-            t_last, run_loss, n_loss = now, 0.0, 0
+        losses.add(done, lv, sched.get_last_lr()[0])
         if stage.eval_every and done % stage.eval_every == 0 and done < stage.steps:
             r = prefix_mse(tok, val_chunks)
             prog.log({"step": done, "val_mse": r["mse"], "monotone": r["monotone"]})
         if stage.save_every and done % stage.save_every == 0:
             save_state(done)
-        if common.should_stop(args, start, done, stage.steps):
-            save_state(done)
-            prog.log({"event": "stopped", "step": done})
-            prog.close()
-            print(f"stopped at step {done}/{stage.steps}; run again to continue", file=sys.stderr)
+        if common.stop_early(args, prog, save_state, start, done, stage.steps):
             return 0
     prog.close()
     if start < stage.steps:
