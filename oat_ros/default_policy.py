@@ -1,7 +1,7 @@
 """Which policy the main job runs when no `policy_path` is given.
 
-1. The embedded default policy (oat_ros/assets/default_policy, a native export, float16
-   storage; reproduced by `bash scripts/train_default_policy.sh`).
+1. The embedded default policy (oat_ros/assets/default_policy, a native export, int8
+   storage, inference-only; reproduced by `bash scripts/train_default_policy.sh`).
 2. If it is missing (e.g. deleted to retrain it), a clearly labelled stand-in: the original-code fixture checkpoint of the
    LIBERO-10 shape (shared/fixtures/oat_upstream/config_A, random weights), exported once to
    the native format under .cache/. It exercises the whole graph; it cannot solve a task.

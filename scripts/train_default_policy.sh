@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default policy (oat_ros/assets/default_policy) with one command:
-# scripted-expert demonstrations -> OAT tokenizer -> AR policy -> Blockwise tail -> float16
+# scripted-expert demonstrations -> OAT tokenizer -> AR policy -> Blockwise tail -> int8
 # export into the package. Every stage is resumable and skipped when its output exists, so
 # running the script again continues where it stopped. ~1 h on an idle 2-core CPU.
 #
@@ -44,5 +44,5 @@ oat-ros-train-policy --data "$CACHE" --tokenizer "$RUN/tok" --out "$RUN/pol" \
 echo "== 5/5 blockwise tail ($TAIL_STEPS steps), export -> $OUT"
 oat-ros-train-tail --data "$CACHE" --policy "$RUN/pol/export" --out "$RUN/tail" \
     --steps "$TAIL_STEPS" --threads "$THREADS"
-oat-ros-export --policy "$RUN/tail/export" --half --out "$OUT"
+oat-ros-export --policy "$RUN/tail/export" --storage int8 --inference-only --out "$OUT"
 echo "default policy: $OUT ($(du -sh "$OUT" | cut -f1))"

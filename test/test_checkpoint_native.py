@@ -102,7 +102,7 @@ def test_cli_error_exit_code(tmp_path, capsys):
 
 def test_half_storage_halves_the_file_and_loads_as_float32(policy, exported, tmp_path):
     half = tmp_path / "half"
-    save_native(policy, half, half=True)
+    save_native(policy, half, storage="float16")
     full_size = (exported / "model.safetensors").stat().st_size
     assert (half / "model.safetensors").stat().st_size < 0.6 * full_size
     loaded = load_native(half)
@@ -119,7 +119,7 @@ def test_half_storage_halves_the_file_and_loads_as_float32(policy, exported, tmp
 
 def test_cli_half_from_a_native_export(exported, tmp_path, capsys):
     out = tmp_path / "half_cli"
-    assert export_main(["--policy", str(exported), "--half", "--out", str(out)]) == 0
+    assert export_main(["--policy", str(exported), "--storage", "float16", "--out", str(out)]) == 0
     assert load_native(out).cfg == load_native(exported).cfg
 
 
@@ -141,3 +141,29 @@ def test_narrow_vision_trunk_round_trips(tmp_path):
         assert torch.equal(v, loaded.state_dict()[k]), k
     with pytest.raises(Exception, match="vision_width"):
         OATPolicy(replace(cfg, vision_width=24))
+
+
+def test_int8_inference_only_export(policy, exported, obs, tmp_path):
+    """int8 weights (per-row scale) without the tokenizer encoder: a quarter of the file, the same
+    buffers, weights within half a quantization step, and decoding works; tokenizing refuses."""
+    small = tmp_path / "int8"
+    save_native(policy, small, storage="int8", inference_only=True)
+    assert (small / "model.safetensors").stat().st_size < 0.3 * (exported / "model.safetensors").stat().st_size
+    loaded = load_native(small)
+    a, b = policy.state_dict(), loaded.state_dict()
+    params = dict(policy.named_parameters(remove_duplicate=False))
+    for k in a:
+        assert b[k].dtype == a[k].dtype and b[k].shape == a[k].shape, k
+        if k.startswith("action_tokenizer.encoder."):
+            assert not b[k].any(), k                      # not shipped
+        elif k in params and a[k].dim() >= 2:
+            rows = a[k].reshape(a[k].shape[0], -1)
+            step = rows.abs().amax(dim=1, keepdim=True) / 127
+            err = (b[k].reshape(rows.shape) - rows).abs()
+            assert (err <= 0.57 * step).all(), k          # half a step + float16 scale rounding
+        elif k not in params:
+            assert torch.equal(a[k], b[k]), k             # buffers exact
+    out = loaded.predict_action(obs, K=8)["action_pred"]
+    assert torch.isfinite(out).all() and out.shape == policy.predict_action(obs, K=8)["action_pred"].shape
+    with pytest.raises(Exception, match="inference-only"):
+        loaded.action_tokenizer.tokenize(torch.zeros(1, loaded.cfg.horizon, loaded.cfg.action_dim))

@@ -19,13 +19,14 @@ OmegaConf config nodes only). EMA weights are used when the checkpoint's
 cfg.training.use_ema is true, exactly like the original loader.
 
 --policy may also be a native export (e.g. to attach a tail, or to write a
-half-size copy with --half)."""
+smaller copy with --storage / --inference-only)."""
 
 EPILOG = """\
 examples:
   oat-ros-export --policy ep-0500.ckpt --out exports/libero10
   oat-ros-export --policy ep-0500.ckpt --tail tail_P4.pt --out exports/libero10_bw
-  oat-ros-export --policy runs/tail/export --half --out oat_ros/assets/default_policy
+  oat-ros-export --policy runs/tail/export --storage int8 --inference-only \\
+      --out oat_ros/assets/default_policy
 """
 
 
@@ -42,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unpickle the .ckpt with plain torch.load(weights_only=False); runs "
                         "code named in the file - only for files you trust; needs omegaconf "
                         "and dill installed")
-    p.add_argument("--half", action="store_true",
-                   help="store the parameters as float16 (half the file; loaded back as float32)")
+    p.add_argument("--storage", choices=["float32", "float16", "int8"], default="float32",
+                   help="how parameters are stored: float16 halves the file, int8 (one scale per "
+                        "output row) quarters it; always loaded back as float32")
+    p.add_argument("--inference-only", action="store_true",
+                   help="leave out the tokenizer encoder (decoding never runs it; the loaded "
+                        "policy cannot tokenize actions, so it cannot be trained further)")
     ema = p.add_mutually_exclusive_group()
     ema.add_argument("--ema", dest="use_ema", action="store_true", default=None,
                      help="force the EMA weights (default: cfg.training.use_ema)")
@@ -63,7 +68,8 @@ def main(argv=None) -> int:
         t_orig = time.perf_counter() - t0
         source = {"policy": os.path.abspath(args.policy),
                   "tail": os.path.abspath(args.tail) if args.tail else None}
-        paths = save_native(policy, args.out, source, half=args.half)
+        paths = save_native(policy, args.out, source, storage=args.storage,
+                            inference_only=args.inference_only)
         t0 = time.perf_counter()
         load_native(args.out)
         t_native = time.perf_counter() - t0

@@ -5,9 +5,12 @@ that share storage in the module (tied `model.head.weight` = `model.tok_emb.weig
 robomimic `backbone.*` = `nets.0.*` duplicates) are stored once and re-expanded on load,
 so a round trip is bit-exact.
 
-`save_native(..., half=True)` stores the float32 *parameters* as float16 (buffers such as
-normalizer statistics stay float32) to halve the file, e.g. for the policy shipped inside the
-package; loading casts them back to float32 (config.yaml says `storage_dtype: float16`).
+Storage (`save_native(..., storage=...)`, `storage_dtype` in config.yaml), for the policy shipped
+inside the package: `float16` stores the float32 *parameters* as float16; `int8` stores every
+weight matrix / conv kernel as int8 with one float16 scale per output row (symmetric, absmax)
+and the other parameters as float16. Buffers (normalizer statistics) always stay float32.
+Loading turns everything back into float32. `inference_only=True` leaves out the tokenizer's
+encoder, which decoding never runs (the loaded tokenizer then refuses to tokenize).
 """
 from __future__ import annotations
 
@@ -31,6 +34,16 @@ CONFIG = "config.yaml"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def readable_by_all(*paths) -> None:
+    """safetensors writes 0600 files; give them the usual umask-based mode (0644) so an
+    installed/shared checkpoint can be read by a node running as another user."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in paths:
+        if os.path.isfile(p):
+            os.chmod(p, 0o666 & ~mask)
+
+
 def _dedupe(sd: dict) -> tuple[dict, dict]:
     """Keep one name per storage view; return (tensors, {alias: canonical})."""
     tensors, aliases, seen = {}, {}, {}
@@ -48,27 +61,64 @@ def _dedupe(sd: dict) -> tuple[dict, dict]:
     return tensors, aliases
 
 
-def save_native(policy: OATPolicy, out_dir, source: dict | None = None, half: bool = False) -> dict:
+STORAGE = ("float32", "float16", "int8")
+SCALE = ".int8_scale"                       # suffix of the per-row scale of an int8 tensor
+ENCODER = "action_tokenizer.encoder."        # what an inference-only export leaves out
+
+
+def _store(tensors: dict, params: set, storage: str) -> dict:
+    out = {}
+    for k, v in tensors.items():
+        if k not in params or v.dtype != torch.float32 or storage == "float32":
+            out[k] = v
+        elif storage == "int8" and v.dim() >= 2:
+            rows = v.reshape(v.shape[0], -1)
+            scale = (rows.abs().amax(dim=1) / 127.0).half().clamp_min(2 ** -24)  # > 0 in float16
+            out[k] = torch.round(rows / scale.float()[:, None]).clamp(-127, 127).to(torch.int8).reshape(v.shape)
+            out[k + SCALE] = scale
+        else:
+            out[k] = v.half()
+    return out
+
+
+def _restore(tensors: dict) -> dict:
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith(SCALE):
+            continue
+        if v.dtype == torch.int8:
+            if k + SCALE not in tensors:
+                raise CheckpointError(f"int8 tensor {k} has no {k + SCALE}")
+            scale = tensors[k + SCALE].float().view(-1, *([1] * (v.dim() - 1)))
+            v = v.float() * scale
+        elif v.dtype == torch.float16:
+            v = v.float()
+        out[k] = v
+    return out
+
+
+def save_native(policy: OATPolicy, out_dir, source: dict | None = None, storage: str = "float32",
+                inference_only: bool = False) -> dict:
     """Write `out_dir/model.safetensors` and `out_dir/config.yaml`; returns their paths."""
+    if storage not in STORAGE:
+        raise ValueError(f"storage must be one of {STORAGE}, not {storage!r}")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     tensors, aliases = _dedupe(policy.state_dict())
-    tensors = {k: v.cpu() for k, v in tensors.items()}
-    if half:
-        params = {name for name, _ in policy.named_parameters(remove_duplicate=False)}
-        tensors = {k: v.half() if k in params and v.dtype == torch.float32 else v
-                   for k, v in tensors.items()}
+    tensors = {k: v.cpu() for k, v in tensors.items() if not (inference_only and k.startswith(ENCODER))}
+    aliases = {a: c for a, c in aliases.items() if not (inference_only and a.startswith(ENCODER))}
+    params = {name for name, _ in policy.named_parameters(remove_duplicate=False)}
+    tensors = _store(tensors, params, storage)
     weights = os.path.join(out_dir, WEIGHTS)
     config = os.path.join(out_dir, CONFIG)
     save_file(tensors, weights, metadata={"format": FORMAT, "version": str(VERSION)})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(weights, 0o666 & ~umask)  # safetensors writes 0600; a checkpoint is meant to be shared
+    readable_by_all(weights)
     doc = {"format": FORMAT, "version": VERSION,
            "policy": policy.cfg.to_dict(),
            "tail": asdict(policy.tail_cfg) if policy.tail_cfg is not None else None,
            "aliases": aliases,
-           "storage_dtype": "float16" if half else "float32",
+           "storage_dtype": storage,
+           "inference_only": bool(inference_only),
            "source": source or {}}
     with open(config, "w") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
@@ -120,14 +170,21 @@ def load_native(path, map_location="cpu") -> OATPolicy:
         tensors = load_file(weights, device=str(map_location))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights}: cannot read safetensors file: {e}") from None
-    if doc.get("storage_dtype", "float32") == "float16":
-        tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
+    if doc.get("storage_dtype", "float32") not in STORAGE:
+        raise CheckpointError(f"{config}: unknown storage_dtype {doc.get('storage_dtype')!r} "
+                              f"(this code reads {', '.join(STORAGE)})")
+    tensors = _restore(tensors)
     for alias, canonical in (doc.get("aliases") or {}).items():
         if canonical not in tensors:
             raise CheckpointError(f"{config}: alias {alias} -> {canonical}: "
                                   f"{canonical} is not in {weights}")
         tensors[alias] = tensors[canonical]
     policy = OATPolicy.empty(cfg, tail_cfg, device=map_location)
+    if doc.get("inference_only"):  # no encoder weights shipped: zeros, and tokenize() refuses
+        for k, v in policy.state_dict().items():
+            if k.startswith(ENCODER):
+                tensors.setdefault(k, torch.zeros_like(v))
+        policy.action_tokenizer.encoder_dropped = True
     # the safetensors tensors are fresh, owned copies: adopt them instead of copying again
     load_state_dict_strict(policy, tensors, weights, "policy", assign=True)
     policy.model.tie_weights()

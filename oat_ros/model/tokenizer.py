@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .fsq import FSQ
 from .normalizer import LinearNormalizer
 
@@ -221,6 +222,7 @@ class OATTokenizer(nn.Module):
         self.decoder = SinglePassDecoder(cfg)
         self.quantizer = FSQ(cfg.levels)
         self.normalizer = LinearNormalizer({"action": cfg.sample_dim})
+        self.encoder_dropped = False  # an inference-only export ships no encoder weights
 
     @property
     def action_normalizer(self):
@@ -228,6 +230,9 @@ class OATTokenizer(nn.Module):
 
     def encode(self, actions: torch.Tensor):
         """Raw actions [B,T,7] -> (pre-quant latents, codes, ids)."""
+        if self.encoder_dropped:
+            raise InputError("this policy was exported inference-only: its tokenizer has no encoder "
+                             "weights, so it can detokenize but not tokenize (train from the full export)")
         z = self.encoder(self.action_normalizer.normalize(actions))
         codes, ids = self.quantizer(z)
         return z, codes, ids

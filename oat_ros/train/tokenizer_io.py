@@ -17,6 +17,7 @@ from dataclasses import asdict
 import yaml
 from safetensors.torch import load_file, save_file
 
+from ..checkpoint.native import readable_by_all
 from ..checkpoint.state import load_state_dict_strict
 from ..errors import CheckpointError
 from ..model.tokenizer import OATTokenizer, TokenizerConfig
@@ -34,7 +35,6 @@ def save_tokenizer(tok: OATTokenizer, out_dir, source: dict | None = None) -> di
     weights, config = os.path.join(out_dir, WEIGHTS), os.path.join(out_dir, CONFIG)
     save_file(tensors, weights + ".tmp", metadata={"format": FORMAT, "version": str(VERSION)})
     os.replace(weights + ".tmp", weights)
-    from .common import readable_by_all
     readable_by_all(weights)
     doc = {"format": FORMAT, "version": VERSION, "tokenizer": asdict(tok.cfg), "source": source or {}}
     with open(config + ".tmp", "w") as f:
