@@ -219,6 +219,36 @@ def check_resume_compatible(saved: dict, current: dict, path: str) -> None:
                          f"(saved, now): {diffs}. Use --no-resume or another --out.")
 
 
+class TrainState:
+    """What a training CLI saves and resumes: model, optimizer, LR schedule, EMA (optional),
+    the step, and the model-shaping `signature` a resumed run must match."""
+
+    def __init__(self, args, signature: dict, model: nn.Module, opt, sched, ema=None):
+        self.out, self.signature = args.out, signature
+        self.model, self.opt, self.sched, self.ema = model, opt, sched, ema
+        self.resume_allowed = not args.no_resume
+
+    def resume(self, device) -> int:
+        """Load OUT/train_state.pt if there is one (and resuming is allowed); the step to start at."""
+        saved = load_train_state(self.out) if self.resume_allowed else None
+        if saved is None:
+            return 0
+        check_resume_compatible(saved["signature"], self.signature, os.path.join(self.out, STATE_FILE))
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["optimizer"])
+        optimizer_to(self.opt, device)
+        self.sched.load_state_dict(saved["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
+        return int(saved["step"])
+
+    def save(self, step: int) -> str:
+        return save_train_state(self.out, {
+            "signature": self.signature, "step": step, "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {})})
+
+
 def should_stop(args, start: int, done: int, total: int) -> bool:
     """--stop-after-steps reached before the end of training."""
     n = getattr(args, "stop_after_steps", None)
@@ -263,16 +293,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def readable_by_all(*paths) -> None:
-    """safetensors writes 0600 files; give exports the usual umask-based mode (0644) so an
-    installed/shared policy can be read by the node under another user."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in paths:
-        if os.path.isfile(p):
-            os.chmod(p, 0o666 & ~mask)
 
 
 def write_json(path: str, obj) -> None:

@@ -193,24 +193,10 @@ def main(argv=None) -> int:
     signature = {"kind": "policy", "policy": {k: v for k, v in cfg.to_dict().items() if k != "task"},
                  "seed": args.seed, "steps": stage.steps, "batch_size": stage.batch_size,
                  "ema": use_ema, "random_crop": not args.no_random_crop}
-    start = 0
-    saved = None if args.no_resume else common.load_train_state(args.out)
-    if saved is not None:
-        common.check_resume_compatible(saved["signature"], signature, os.path.join(args.out, common.STATE_FILE))
-        policy.load_state_dict(saved["model"])
-        policy.model.tie_weights()
-        opt.load_state_dict(saved["optimizer"])
-        common.optimizer_to(opt, device)
-        sched.load_state_dict(saved["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(saved["ema"])
-        start = int(saved["step"])
-
-    def save_state(step):
-        common.save_train_state(args.out, {
-            "signature": signature, "step": step, "model": policy.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            **({"ema": ema.state_dict()} if ema is not None else {})})
+    state = common.TrainState(args, signature, policy, opt, sched, ema)
+    start = state.resume(device)
+    policy.model.tie_weights()
+    save_state = state.save
 
     export_dir = os.path.join(args.out, "export")
 
@@ -224,7 +210,6 @@ def main(argv=None) -> int:
             "trained_by": "oat_ros.train.policy_train", "step": step, "seed": args.seed,
             "ema": use_ema, "tokenizer": os.fspath(args.tokenizer),
             "data": [os.fspath(d) for d in args.data], **({"metrics": metrics} if metrics else {})})
-        common.readable_by_all(os.path.join(export_dir, "model.safetensors"))
         return out
 
     def run_eval(step):

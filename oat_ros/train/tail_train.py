@@ -189,19 +189,9 @@ def main(argv=None) -> int:
     signature = {"kind": "tail", "tail": asdict(tcfg), "policy": os.path.abspath(args.policy),
                  "seed": args.seed, "steps": stage.steps, "batch_size": stage.batch_size,
                  "prefix_hidden": args.prefix_hidden}
-    start = 0
-    saved = None if args.no_resume else common.load_train_state(args.out)
-    if saved is not None:
-        common.check_resume_compatible(saved["signature"], signature, os.path.join(args.out, common.STATE_FILE))
-        tail.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        common.optimizer_to(opt, device)
-        sched.load_state_dict(saved["scheduler"])
-        start = int(saved["step"])
-
-    def save_state(step):
-        common.save_train_state(args.out, {"signature": signature, "step": step, "model": tail.state_dict(),
-                                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+    state = common.TrainState(args, signature, tail, opt, sched)
+    start = state.resume(device)
+    save_state = state.save
 
     prog = common.Progress(args.out, stage.steps, start, "tail", not args.no_progress)
     ratio = tail_params / max(ar_params, 1)
@@ -246,7 +236,6 @@ def main(argv=None) -> int:
     save_native(policy, export_dir, source={"trained_by": "oat_ros.train.tail_train",
                                             "policy": os.path.abspath(args.policy), "step": stage.steps,
                                             "seed": args.seed, "metrics": metrics})
-    common.readable_by_all(os.path.join(export_dir, "model.safetensors"))
     common.write_json(os.path.join(args.out, "metrics.json"), {"step": stage.steps, **metrics})
     prog.log({"event": "done", **metrics})
     print(export_dir)

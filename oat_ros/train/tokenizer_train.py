@@ -195,20 +195,9 @@ def main(argv=None) -> int:
         opt, common.lr_lambda(stage.schedule, stage.warmup_steps, stage.steps))
     signature = {"kind": "tokenizer", "tokenizer": asdict(tcfg), "keep_k_mode": keep_mode,
                  "seed": args.seed, "steps": stage.steps, "batch_size": stage.batch_size}
-    start = 0
-    saved = None if args.no_resume else common.load_train_state(args.out)
-    if saved is not None:
-        common.check_resume_compatible(saved["signature"], signature, os.path.join(args.out, common.STATE_FILE))
-        tok.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        common.optimizer_to(opt, device)
-        sched.load_state_dict(saved["scheduler"])
-        start = int(saved["step"])
-
-    def save_state(step):
-        common.save_train_state(args.out, {"signature": signature, "step": step,
-                                           "model": tok.state_dict(), "optimizer": opt.state_dict(),
-                                           "scheduler": sched.state_dict()})
+    state = common.TrainState(args, signature, tok, opt, sched)
+    start = state.resume(device)
+    save_state = state.save
 
     L = tcfg.latent_horizon
     prog = common.Progress(args.out, stage.steps, start, "tokenizer", not args.no_progress)
