@@ -30,6 +30,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--chunks", type=int, default=10000, help="chunks per budget")
     ap.add_argument("--mode", default="ar", choices=["ar", "blockwise"])
+    ap.add_argument("--calibration", type=int, default=300, help="chunks timed at K=1 and K=8 to place the budgets")
     ap.add_argument("--budgets-ms", help="comma-separated budgets (default: derived from measured costs)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
@@ -46,14 +47,19 @@ def main(argv=None):
         return Observation(obs.images, obs.states, [[i + t for t in range(To)]])
 
     sync = torch.cuda.synchronize if engine.device.type == "cuda" else None
-    k1 = float(np.median(timeit(lambda: engine.predict(next_obs(), DecodeSettings(max_tokens=1)), 30, sync=sync)))
-    k8 = float(np.median(timeit(lambda: engine.predict(next_obs(), DecodeSettings(max_tokens=8)), 30, sync=sync)))
+    calib = {K: np.asarray(timeit(lambda K=K: engine.predict(next_obs(), DecodeSettings(max_tokens=K)),
+                                  args.calibration, sync=sync)) for K in (1, 8)}
+    k1, k8 = (float(np.median(calib[K])) for K in (1, 8))
     if args.budgets_ms:
         budgets = [float(b) for b in args.budgets_ms.split(",")]
     else:
         budgets = [round(x, 2) for x in (0.5 * k1, 1.5 * k1, (k1 + k8) / 2, 0.9 * k8, 1.5 * k8)]
     result = {"benchmark": "deadline", "policy": source, "device": str(engine.device), "machine": machine(),
-              "mode": args.mode, "median_cost_ms": {"K1": round(k1, 3), "K8": round(k8, 3)}, "budgets": []}
+              "mode": args.mode, "median_cost_ms": {"K1": round(k1, 3), "K8": round(k8, 3)},
+              "cost_ms": {f"K{K}": {"p50": round(float(np.median(a)), 3), "p99": round(float(np.percentile(a, 99)), 3),
+                                    "max": round(float(a.max()), 3), "n": len(a)} for K, a in calib.items()},
+              "rule": {"cost_quantile": engine.costs.quantile, "margin_ms": engine.costs.margin_s * 1e3},
+              "budgets": []}
     for budget in budgets:
         s = DecodeSettings(mode=args.mode, max_tokens=8, deadline_ms=budget, deadline_reference="request")
         tokens, totals, met, forced = [], [], [], []
@@ -70,7 +76,8 @@ def main(argv=None):
         row = {"budget_ms": budget, "k1_fits": budget >= k1, "chunks": args.chunks,
                "misses": int(len(met) - sum(met)), "miss_rate": round(1 - sum(met) / len(met), 5),
                "misses_at_k1": int(sum(forced)), "misses_with_more_tokens": int(len(met) - sum(met) - sum(forced)),
-               "tokens_histogram": hist, "tokens_mean": round(float(np.mean(tokens)), 3),
+               "k1_p99_fits": budget >= float(np.percentile(calib[1], 99)),
+               "tokens_histogram": hist, "cost_factors_at_end": engine.costs.factors(), "tokens_mean": round(float(np.mean(tokens)), 3),
                "latency_ms": {"p50": round(float(np.percentile(totals, 50)), 3),
                               "p99": round(float(np.percentile(totals, 99)), 3), "max": round(float(totals.max()), 3)},
                "slack_ms": {"p1": round(float(np.percentile(slack, 1)), 3), "p50": round(float(np.percentile(slack, 50)), 3),

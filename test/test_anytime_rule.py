@@ -136,15 +136,64 @@ def test_position_dependent_costs():
     assert out.tokens == 3   # 1 + 2 + 3 = 6
 
 
-def test_quantile_ignores_a_rare_outlier_but_follows_a_slowdown():
-    costs = CostModel(quantile=0.95, window=100)
+def test_typical_cost_ignores_a_rare_outlier_but_follows_a_lasting_slowdown():
+    costs = CostModel(window=100)
     for _ in range(99):
         costs.observe("s", 1 * MS)
     costs.observe("s", 100 * MS)
-    assert costs.estimate("s") == pytest.approx(1 * MS)
-    for _ in range(20):
+    assert costs.typical("s") == pytest.approx(1 * MS)
+    for _ in range(60):
         costs.observe("s", 5 * MS)
-    assert costs.estimate("s") == pytest.approx(5 * MS)
+    assert costs.typical("s") == pytest.approx(5 * MS)
+
+
+def test_the_last_measured_stage_sets_the_speed_of_the_next_prediction():
+    costs = CostModel(quantile=0.5)
+    for _ in range(10):
+        costs.observe("a", 1 * MS)
+        costs.observe("b", 4 * MS)
+    assert costs.speed == pytest.approx(1.0) and costs.estimate("b") == pytest.approx(4 * MS)
+    costs.observe("a", 2 * MS)                       # the machine runs at half speed now
+    assert costs.speed == pytest.approx(2.0)
+    assert costs.estimate("b") == pytest.approx(8 * MS)
+    costs.observe("publish", 9 * MS, track_speed=False)
+    assert costs.speed == pytest.approx(2.0)
+
+
+def test_allowance_is_the_learned_quantile_of_what_speed_does_not_predict():
+    import numpy as np
+    rng = np.random.default_rng(1)
+    costs_s = list(rng.uniform(0.9, 1.3, 600) * MS)
+    costs = CostModel(quantile=0.99, window=64, residual_window=1000)
+    residuals, prev_ratio = [], 1.0
+    for i, c in enumerate(costs_s):
+        costs.observe("s", c)
+        if i:   # by hand: residual = (cost / median of the previous 64) / the previous such ratio
+            ratio = c / float(np.median(costs_s[max(0, i - 64):i]))
+            residuals.append(ratio / prev_ratio)
+            prev_ratio = ratio
+    assert costs.allowance() == pytest.approx(float(np.quantile(residuals, 0.99)), rel=1e-9)
+    assert costs.speed == pytest.approx(prev_ratio, rel=1e-9)
+
+
+def test_a_slowdown_within_the_chunk_stops_decoding_early_enough():
+    """Steps and the finish run at half speed from this chunk on: a fixed per-stage estimate
+    (the learned 1 ms) would take 5 tokens and miss; the speed-aware rule stops in time."""
+    for quantile, tokens in ((0.5, 4), (0.999, 3)):
+        clock = FakeClock()
+        costs = CostModel(quantile=quantile)
+        for _ in range(2):                            # two rounds: medians settle, speed 1
+            for k in range(8):
+                costs.observe(step_key("ar", 1, k), 1 * MS)
+            costs.observe(finish_key(1), 0.5 * MS)
+        slow = FakeBackend(clock, step_ms=2.0)
+        deadline = Deadline.from_budget(10.0, 0.0, clock)
+        out = anytime_decode(slow, DecodeSettings(deadline_ms=10.0), deadline, costs, clock)
+        clock.t += 2 * 0.5 * MS                       # the finish runs slow too
+        assert deadline.met()
+        # speed 2 after step 0: 4 x 2 ms + 1 ms <= 10 ms, a 5th token would miss. The default
+        # allowance also learns from step 0's surprise (residual 2) and stops one token sooner.
+        assert out.tokens == tokens
 
 
 def test_unmeasured_position_borrows_its_nearest_neighbour():

@@ -12,8 +12,9 @@ Works over any backend with this shape (the torch one is oat_ros.engine.backend)
     sync()                  wait for the device
 
 Rules (README "Deadlines"):
-* ar mode: token k is decoded only if `now + cost(step k) + cost(finish) <= deadline`, where
-  finish = detokenize + publish; the first `min_tokens` tokens (default 1) are always decoded,
+* ar mode: token k is decoded only if `now + cost(step k) + cost(finish) + margin <= deadline`,
+  where finish = detokenize + publish and every cost is the cost model's prediction for now
+  (typical x current speed x allowance, oat_ros.engine.deadline); the first `min_tokens` tokens (default 1) are always decoded,
   so a chunk whose deadline cannot be met is still published with K = 1 and flagged late.
 * blockwise mode: the prefix follows the ar rule; the tail is all-or-nothing: it runs only if
   `now + cost(tail) + cost(finish) <= deadline`. If it does not fit, decoding continues token
@@ -61,12 +62,13 @@ class DecodeOutcome:
 def anytime_decode(backend, settings: DecodeSettings, deadline: Deadline, costs: CostModel,
                    clock: Clock = time.perf_counter) -> DecodeOutcome:
     batch = backend.batch
-    finish = costs.estimate(finish_key(batch)) + costs.estimate(publish_key(batch))
     queued = 0.0  # deferred backends: estimated seconds of launched, not yet awaited work
     notes: list[str] = []
 
     def fits(cost: float) -> bool:
-        return deadline.fits(queued + cost + finish)
+        # finish is re-estimated per decision: the cost model's speed moves with every step
+        finish = costs.estimate(finish_key(batch)) + costs.estimate(publish_key(batch))
+        return deadline.fits(queued + cost + finish + costs.margin_s)
 
     def run(key, fn):
         nonlocal queued

@@ -84,7 +84,7 @@ class FrameFeatureCache:
 
 class Engine:
     def __init__(self, policy, device: str = "cpu", max_batch: int = 8, use_cuda_graphs: bool = True,
-                 compile_step: bool = False, cost_quantile: float = 0.99, cost_margin_ms: float = 0.2,
+                 compile_step: bool = False, cost_quantile: float = 0.999, cost_margin_ms: float = 0.2,
                  clock=time.perf_counter):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -224,7 +224,7 @@ class Engine:
 
     def observe_publish_cost(self, batch: int, seconds: float):
         """The caller (node) reports what publishing cost, so the rule reserves time for it."""
-        self.costs.observe(publish_key(batch), seconds)
+        self.costs.observe(publish_key(batch), seconds, track_speed=False)
 
     # --- warm-up ------------------------------------------------------------------------
 
@@ -253,4 +253,5 @@ class Engine:
             for s in settings:
                 for _ in range(repeats):
                     self.predict(obs, s.with_(deadline_ms=0.0))
-        return {"seconds": time.perf_counter() - t0, "costs_ms": self.costs.summary_ms()}
+        return {"seconds": time.perf_counter() - t0, "costs_ms": self.costs.summary_ms(),
+                "cost_factors": self.costs.factors()}
