@@ -131,6 +131,25 @@ class CostModel:
         return {"speed": round(self.speed, 3), "allowance": round(self.allowance(), 3)}
 
 
+
+class StageQuantileCostModel(CostModel):
+    """The simpler predictor this package used first, kept as the benchmarks' reference:
+    cost(stage) = a high quantile (default p99) of that stage's own last `window` measurements,
+    no speed factor. It ignores that stages slow down together, so it is both more cautious on
+    average and late more often (bench/bench_deadline.py runs both, interleaved)."""
+
+    def __init__(self, quantile: float = 0.99, window: int = 128, margin_s: float = 0.0):
+        super().__init__(quantile=quantile, window=window, margin_s=margin_s)
+
+    def estimate(self, key: Hashable) -> float:
+        stats = self._stats.get(key)
+        if stats:
+            return stats.quantile(self.quantile)
+        return self._nearest(key)
+
+    def factors(self) -> dict[str, float]:
+        return {"quantile": self.quantile}
+
 @dataclass
 class Deadline:
     """An absolute end time on `clock` (None = no deadline)."""
