@@ -233,3 +233,13 @@ def test_rolling_quantile_matches_numpy_and_follows_new_samples():
             assert rq.quantile(q) == pytest.approx(float(np.quantile(window, q)), rel=1e-12, abs=0)
     rq.add(float("nan"))                 # ignored, and the cached value stays right
     assert rq.quantile(0.99) == pytest.approx(float(np.quantile(values[-50:], 0.99)), rel=1e-12)
+
+
+def test_reference_predictor_is_the_stage_quantile_without_speed():
+    from oat_ros.engine.deadline import StageQuantileCostModel
+    costs = StageQuantileCostModel(quantile=0.99, window=100)
+    for i in range(100):
+        costs.observe("a", (1 + i / 99) * MS)        # 1.00 .. 2.00 ms
+    costs.observe("b", 1 * MS)
+    costs.observe("b", 3 * MS)                       # a slow stage: no effect on "a"
+    assert costs.estimate("a") == pytest.approx(1.99 * MS)

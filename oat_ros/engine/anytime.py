@@ -14,11 +14,12 @@ Works over any backend with this shape (the torch one is oat_ros.engine.backend)
 Rules (README "Deadlines"):
 * ar mode: token k is decoded only if `now + cost(step k) + cost(finish) + margin <= deadline`,
   where finish = detokenize + publish and every cost is the cost model's prediction for now
-  (typical x current speed x allowance, oat_ros.engine.deadline); the first `min_tokens` tokens (default 1) are always decoded,
-  so a chunk whose deadline cannot be met is still published with K = 1 and flagged late.
+  (typical x current speed x allowance, oat_ros.engine.deadline); the first `min_tokens`
+  tokens (default 1) are always decoded, so a chunk whose deadline cannot be met is still
+  published with K = 1 and flagged late.
 * blockwise mode: the prefix follows the ar rule; the tail is all-or-nothing: it runs only if
-  `now + cost(tail) + cost(finish) <= deadline`. If it does not fit, decoding continues token
-  by token in ar mode (each step adds a token) while steps fit.
+  `now + cost(tail) + cost(finish) + margin <= deadline`. If it does not fit, decoding
+  continues token by token in ar mode (each step adds a token) while steps fit.
 * deferred backends (GPU) never wait for the device per token: `now` is the host clock plus the
   estimated cost of the work launched but not yet waited for, so the decision is conservative
   and costs no synchronization; the device-measured times update the cost model afterwards.
