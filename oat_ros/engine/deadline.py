@@ -49,14 +49,16 @@ class RollingQuantile:
         self._samples: deque[float] = deque(maxlen=window)
         self._sorted: list[float] = []
 
-    def add(self, value: float):
+    def add(self, value: float) -> bool:
+        """Add a sample; NaN, inf and negative values are ignored (returns False)."""
         if not (math.isfinite(value) and value >= 0):
-            return
+            return False
         value = float(value)
         if len(self._samples) == self._samples.maxlen:
             del self._sorted[bisect.bisect_left(self._sorted, self._samples[0])]
         self._samples.append(value)
         bisect.insort(self._sorted, value)
+        return True
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -88,23 +90,18 @@ class CostModel:
         """One measurement. track_speed=False for stages too small or too far from the
         decoder to say how fast the machine runs now (e.g. the caller's publish)."""
         stats = self._stats.setdefault(key, RollingQuantile(self.window))
-        if track_speed and len(stats) and math.isfinite(seconds):
-            typical = stats.quantile(0.5)
-            if typical > 0:
-                ratio = seconds / typical
-                self._residuals.add(ratio / self.speed)
-                self.speed = max(ratio, 1e-3)
-        stats.add(seconds)
+        typical = stats.quantile(0.5) if len(stats) else 0.0  # before this sample joins it
+        if stats.add(seconds) and track_speed and typical > 0:
+            ratio = seconds / typical
+            self._residuals.add(ratio / self.speed)
+            self.speed = max(ratio, 1e-3)
 
     def known(self, key: Hashable) -> bool:
         return len(self._stats.get(key, ())) > 0
 
     def typical(self, key: Hashable) -> float:
         """Median measured cost of the stage (its nearest measured neighbour if unmeasured)."""
-        stats = self._stats.get(key)
-        if stats:
-            return stats.quantile(0.5)
-        return self._nearest(key)
+        return self._stage_quantile(key, 0.5)
 
     def allowance(self) -> float:
         """High quantile of actual / predicted-by-speed; 1 until something was measured."""
@@ -114,13 +111,17 @@ class CostModel:
         """Predicted cost of the stage if it ran now (the margin is added once per decision)."""
         return self.typical(key) * self.speed * self.allowance()
 
-    def _nearest(self, key: Hashable) -> float:
-        """Unmeasured position: borrow the closest measured position of the same stage."""
+    def _stage_quantile(self, key: Hashable, q: float) -> float:
+        """Quantile q of the stage's measurements; an unmeasured position borrows the closest
+        measured position of the same stage; 0 if there is none."""
+        stats = self._stats.get(key)
+        if stats:
+            return stats.quantile(q)
         if isinstance(key, tuple) and key and isinstance(key[-1], int):
             same = [(abs(k[-1] - key[-1]), k) for k in self._stats
                     if isinstance(k, tuple) and len(k) == len(key) and k[:-1] == key[:-1] and self._stats[k]]
             if same:
-                return self._stats[min(same)[1]].quantile(0.5)
+                return self._stats[min(same)[1]].quantile(q)
         return 0.0
 
     def summary_ms(self) -> dict[str, float]:
@@ -129,7 +130,6 @@ class CostModel:
 
     def factors(self) -> dict[str, float]:
         return {"speed": round(self.speed, 3), "allowance": round(self.allowance(), 3)}
-
 
 
 class StageQuantileCostModel(CostModel):
@@ -141,14 +141,15 @@ class StageQuantileCostModel(CostModel):
     def __init__(self, quantile: float = 0.99, window: int = 128, margin_s: float = 0.0):
         super().__init__(quantile=quantile, window=window, margin_s=margin_s)
 
+    def observe(self, key: Hashable, seconds: float, track_speed: bool = False):
+        super().observe(key, seconds, track_speed=False)  # no speed, no residuals to keep
+
     def estimate(self, key: Hashable) -> float:
-        stats = self._stats.get(key)
-        if stats:
-            return stats.quantile(self.quantile)
-        return self._nearest(key)
+        return self._stage_quantile(key, self.quantile)
 
     def factors(self) -> dict[str, float]:
         return {"quantile": self.quantile}
+
 
 @dataclass
 class Deadline:
